@@ -1,0 +1,26 @@
+# vitwork: "How Do Vision Transformers Work?" as a workflow.
+#   snakemake --cores 2 --configfile presets/demo.yaml   (the demo study, CPU, minutes)
+#   snakemake --profile profiles/slurm                    (the paper-scale study of config.yaml)
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/train.smk"
+include: "rules/figures.smk"
+
+
+report: "report/workflow.rst"
+
+
+rule all:
+    default_target: True
+    input:
+        all_targets(),

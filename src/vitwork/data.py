@@ -1,0 +1,143 @@
+"""Datasets prepared once into canonical arrays, and seeded class-stratified training subsets.
+
+Canonical form (read by every rule): `train.npz` / `test.npz` with `images` (uint8, N x 32 x 32 x 3) and
+`labels` (int64), and `meta.json` with the class names and the per-channel mean/std of the training split.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from vitwork.io import atomic_path, write_json, read_json
+from vitwork.synthetic import class_names, make_synthetic
+
+IMAGE_SHAPE = (32, 32, 3)
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be read, described in one line."""
+
+
+def _read_torchvision_cifar(source: str, root: str, download: bool):
+    """Train and test arrays of CIFAR-10/100 through torchvision (its pickles hold the uint8 arrays already)."""
+    from torchvision import datasets
+
+    cls = {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[source]
+    try:
+        splits = {split: cls(root, train=(split == "train"), download=download) for split in ("train", "test")}
+    except RuntimeError as exc:
+        raise DatasetError(f"{source} at {root!r}: {exc} (set dataset.download: true to fetch it)") from None
+    arrays = {split: (np.asarray(ds.data, dtype=np.uint8), np.asarray(ds.targets, dtype=np.int64)) for split, ds in splits.items()}
+    return arrays, list(splits["train"].classes)
+
+
+def _read_image_folder(root: str):
+    """Train and test arrays of an ImageFolder tree `{train,test}/<class>/<image>` of 32x32 RGB images."""
+    from PIL import Image
+    from torchvision.datasets import ImageFolder
+
+    arrays, classes = {}, None
+    for split in ("train", "test"):
+        if not (Path(root) / split).is_dir():
+            raise DatasetError(f"imagefolder {root!r}: missing folder {split}/ (expected {{train,test}}/<class>/<image>)")
+    for split in ("train", "test"):
+        try:
+            tree = ImageFolder(str(Path(root) / split))
+        except FileNotFoundError as exc:
+            raise DatasetError(f"imagefolder {root!r}: {split}/: {exc}") from None
+        if classes is not None and tree.classes != classes:
+            raise DatasetError(f"imagefolder {root!r}: train/ and test/ have different class folders")
+        classes = tree.classes
+        images = np.empty((len(tree.samples),) + IMAGE_SHAPE, dtype=np.uint8)
+        for i, (path, _) in enumerate(tree.samples):
+            with Image.open(path) as image:
+                pixels = np.asarray(image.convert("RGB"))
+            if pixels.shape != IMAGE_SHAPE:
+                raise DatasetError(f"{path}: image is {pixels.shape[1]}x{pixels.shape[0]}, expected 32x32")
+            images[i] = pixels
+        arrays[split] = (images, np.asarray(tree.targets, dtype=np.int64))
+    return arrays, classes
+
+
+def read_source(dataset: dict):
+    """({split: (images, labels)}, class names) for a validated `dataset` config section."""
+    source = dataset["source"]
+    if source == "synthetic":
+        cfg = dataset["synthetic"]
+        arrays = {
+            # distinct seeds per split, so test images are new draws of the same classes
+            split: make_synthetic(cfg["num_classes"], cfg[f"{split}_per_class"], seed=cfg["seed"] * 2 + offset)
+            for offset, split in enumerate(("train", "test"))
+        }
+        return arrays, class_names(cfg["num_classes"])
+    if source == "imagefolder":
+        return _read_image_folder(dataset["root"])
+    return _read_torchvision_cifar(source, dataset["root"], dataset.get("download", False))
+
+
+def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 images, in [0, 1] units."""
+    pixels = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
+    return pixels.mean(0).tolist(), pixels.std(0).tolist()
+
+
+def prepare_dataset(dataset: dict, train_path, test_path, meta_path) -> dict:
+    """Read the configured source once and write the canonical arrays and meta.json (atomically)."""
+    arrays, classes = read_source(dataset)
+    for split, path in (("train", train_path), ("test", test_path)):
+        images, labels = arrays[split]
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as handle:
+                np.savez(handle, images=images, labels=labels)
+    mean, std = channel_stats(arrays["train"][0])
+    meta = {
+        "source": dataset["source"],
+        "classes": classes,
+        "num_classes": len(classes),
+        "mean": mean,
+        "std": std,
+        "sizes": {split: int(arrays[split][1].size) for split in arrays},
+    }
+    write_json(meta_path, meta)
+    return meta
+
+
+def load_split(path) -> tuple[np.ndarray, np.ndarray]:
+    """(images uint8 N x 32 x 32 x 3, labels int64) of one prepared split."""
+    with np.load(path) as data:
+        return data["images"], data["labels"]
+
+
+def load_meta(path) -> dict:
+    """meta.json of a prepared dataset."""
+    return read_json(path)
+
+
+def stratified_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Sorted indices keeping floor(n_c * fraction) images of every class c, chosen with `seed`.
+
+    6% of CIFAR-100 keeps 30 of each class's 500 images.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    rng = np.random.default_rng(seed)
+    keep = []
+    for cls in np.unique(labels):
+        members = np.flatnonzero(labels == cls)
+        count = int(np.floor(members.size * fraction + 1e-9))
+        if count == 0:
+            raise ValueError(f"fraction {fraction} keeps no image of class {cls} ({members.size} images)")
+        keep.append(rng.choice(members, size=count, replace=False))
+    return np.sort(np.concatenate(keep)).astype(np.int64)
+
+
+def write_subset(labels_path, fraction: float, seed: int, out_path) -> np.ndarray:
+    """Write the index file of one (fraction, seed) subset of the prepared train split."""
+    _, labels = load_split(labels_path)
+    indices = stratified_subset(labels, fraction, seed)
+    with atomic_path(out_path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.save(handle, indices)
+    return indices

@@ -1,0 +1,73 @@
+"""Optimizers by name (timm's factory, else torch.optim) and the per-iteration learning-rate schedule."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from timm.optim import create_optimizer_v2, list_optimizers
+
+
+def _torch_optimizer_class(name: str):
+    """The torch.optim class whose name matches `name` case-insensitively, or None."""
+    for attr in dir(torch.optim):
+        cls = getattr(torch.optim, attr)
+        if attr.lower() == name.lower() and isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer):
+            return cls
+    return None
+
+
+def is_known_optimizer(name: str) -> bool:
+    """True when timm's optimizer factory or torch.optim provides `name`."""
+    return name.lower() in list_optimizers() or _torch_optimizer_class(name) is not None
+
+
+def decayed_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """Parameters that take weight decay: every tensor with ndim > 1 (no biases, no norm scales, as timm does)."""
+    return [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+
+
+def build_optimizer(model: torch.nn.Module, name: str, hparams: dict) -> torch.optim.Optimizer:
+    """Create the optimizer `name` with `hparams`; weight decay skips 1-D parameters (biases, norms)."""
+    hparams = dict(hparams)
+    if name.lower() in list_optimizers():
+        return create_optimizer_v2(model, opt=name.lower(), **hparams)
+    cls = _torch_optimizer_class(name)
+    if cls is None:
+        raise ValueError(f"unknown optimizer {name!r}")
+    weight_decay = hparams.pop("weight_decay", 0.0)
+    decayed = {id(p) for p in decayed_parameters(model)}
+    groups = [
+        {"params": [p for p in model.parameters() if id(p) in decayed], "weight_decay": weight_decay},
+        {"params": [p for p in model.parameters() if p.requires_grad and id(p) not in decayed], "weight_decay": 0.0},
+    ]
+    return cls(groups, **hparams)
+
+
+def lr_factor(update: int, steps_per_epoch: int, warmup_epochs: int, epochs: int, schedule: dict) -> float:
+    """Multiplier of the base learning rate for 0-based update `update`.
+
+    Linear warm-up per iteration over `warmup_epochs`, then cosine (to `min_lr` as a fraction of the base lr) or
+    step decay by `gamma` at each milestone epoch (counted after warm-up) over `epochs`. Written by hand because
+    timm's per-update schedulers start warm-up at zero and move milestones one update early.
+    """
+    warmup_updates = warmup_epochs * steps_per_epoch
+    if update < warmup_updates:
+        return (update + 1) / warmup_updates
+    after = update - warmup_updates
+    name = schedule["name"]
+    if name == "constant":
+        return 1.0
+    if name == "step":
+        epoch = after // steps_per_epoch
+        return schedule.get("gamma", 0.2) ** sum(epoch >= m for m in schedule["milestones"])
+    progress = min(after / max(1, epochs * steps_per_epoch), 1.0)
+    floor = schedule.get("min_lr", 0.0)
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_scheduler(optimizer, steps_per_epoch: int, warmup_epochs: int, epochs: int, schedule: dict):
+    """A LambdaLR stepping once per update with `lr_factor` (its state is the update count)."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda update: lr_factor(update, steps_per_epoch, warmup_epochs, epochs, schedule)
+    )
