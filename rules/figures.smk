@@ -22,6 +22,35 @@ for figure_name, (figure_study, figure_extra, figure_opts) in TRAINING_FIGURES.i
             "../workflow/scripts/figure.py"
 
 
+for analysis_name, analysis_settings in ANALYSES.items():
+    for analysis_figure, analysis_selection in analysis_settings["figures"].items():
+        analysis_module = f"{analysis_name}_{analysis_selection['kind']}"
+
+        rule:
+            name:
+                f"figure_{analysis_name}_{analysis_figure}"
+            input:
+                **analysis_figure_inputs(analysis_name, analysis_figure),
+            output:
+                **figure_outputs(
+                    f"{analysis_name}_{analysis_figure}",
+                    {},
+                    caption=analysis_module,
+                    category=analysis_name.replace("_", " ").capitalize(),
+                ),
+            log:
+                f"{R}/logs/figures/{analysis_name}_{analysis_figure}.log",
+            benchmark:
+                f"{R}/benchmarks/figures/{analysis_name}_{analysis_figure}.tsv"
+            conda:
+                "../envs/vitwork.yaml"
+            params:
+                module=analysis_module,
+                options={},
+            script:
+                "../workflow/scripts/figure.py"
+
+
 rule summary:
     input:
         runs=[run_json(run_id) for run_id in RUNS],

@@ -27,8 +27,9 @@ def test_paper_config_expands_into_the_studies_runs(repo):
     grid = study_run_specs(config, "optimizer_grid")
     # 2 models x (sgd 3x2 + adam 3x2 + adamw 3x2) settings
     assert len(grid) == 2 * (6 + 6 + 6)
-    # inductive bias (5) + data size (2 models x 4 more fractions; the 1.0 runs are shared) + grid
-    assert len(runs) == 5 + 2 * 4 + len(grid)
+    # inductive bias (5) + data size (2 models x 4 more fractions; the 1.0 runs are shared) + grid, then the runs
+    # only analyses need: ViT-Ti GAP, local 3x3 and 8x8, the 4 smaller AlterNets, AlterNet on 4 smaller fractions
+    assert len(runs) == 5 + 2 * 4 + len(grid) + 3 + 4 + 4
     vit = runs["vit_ti/adamw-lr1.25e-4-wd0.05/f1.0/s0"]
     assert vit["model"]["family"] == "vit"
     assert vit["optimizer"]["warmup_epochs"] == 5 and vit["optimizer"]["epochs"] == 300
@@ -55,7 +56,7 @@ def test_grid_runs_have_distinct_stable_ids(demo):
 
 @pytest.mark.parametrize(
     "value, text",
-    [(1.25e-4, "1.25e-4"), (0.05, "0.05"), (0.1, "0.1"), (5e-4, "5e-4"), (0.0, "0"), (1, "1"), (30.0, "30"), (True, "true")],
+    [(1.25e-4, "1.25e-4"), (0.002, "2e-3"), (0.05, "0.05"), (0.03, "0.03"), (0.1, "0.1"), (5e-4, "5e-4"), (0.0, "0"), (1, "1"), (30.0, "30"), (True, "true")],
 )
 def test_format_number(value, text):
     assert format_number(value) == text
@@ -118,3 +119,22 @@ def test_bad_yaml_file(tmp_path):
     path.write_text("models: [\n")
     with pytest.raises(ConfigError, match="broken.yaml: not valid YAML"):
         load_config_file(path)
+
+
+def test_analysis_figures_add_their_runs_and_check_their_kind(demo):
+    config = validate_config(demo, "demo.yaml")
+    from vitwork.config import analysis_run_ids
+
+    runs = all_run_specs(config)
+    assert "alternet_msa1/adamw-lr2e-3-wd0.05/f1.0/s0" in runs  # needed only by the corruption build-up figure
+    assert len(analysis_run_ids(config, "hessian")) == 2 * 2 + 1 + 1 + 1 + 18
+    assert config["analyses"]["hessian"]["method"] == "lanczos" and config["analyses"]["landscape"]["checkpoint"] == "last"
+    broken = copy.deepcopy(demo)
+    broken["analyses"]["fourier"]["figures"]["spectra"]["kind"] = "surfaces"
+    assert "analyses.fourier.figures.spectra.kind: 'surfaces' is not a figure of fourier" in error_of(broken)
+    broken = copy.deepcopy(demo)
+    broken["analyses"]["hessian"]["checkpoint"] = "epoch3"
+    assert "analyses.hessian.checkpoint: 'epoch3' is not kept" in error_of(broken)
+    broken = copy.deepcopy(demo)
+    broken["studies"]["data_size"]["kind"] = "spectra"
+    assert "studies.data_size.kind" in error_of(broken)

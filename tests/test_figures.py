@@ -207,7 +207,7 @@ def test_data_size_has_every_fraction_and_model(tmp_path):
         assert as_float(row["test_err_pct"]) == pytest.approx(100 * (1 - (0.3 + fraction / 2)))
         assert as_float(row["train_nll"]) == pytest.approx(3.0 - fraction)
     assert [r["model"] for r in rows][:3] == ["resnet50"] * 3
-    assert {r["model"]: r["label"] for r in rows} == {"resnet50": "ResNet (micro)", "vit_ti": "ViT-Ti"}
+    assert {r["model"]: r["model_label"] for r in rows} == {"resnet50": "ResNet (micro)", "vit_ti": "ViT-Ti"}
 
 
 def test_optimizer_grid_marks_diverged_cells(tmp_path):
@@ -231,8 +231,8 @@ def test_optimizer_grid_marks_diverged_cells(tmp_path):
     assert as_float(cells[("resnet50", "sgd", 0.1, 5e-4)]["test_acc_pct"]) == pytest.approx(80.0)
     grid = optimizer_grid.cell_grid(optimizer_grid.table(load_runs(run_dirs[:4])))
     assert grid["lrs"] == [1e-4, 1e-3] and grid["wds"] == [0.05, 0.5]
-    assert math.isnan(grid["acc"][1, 1]) and grid["diverged"][1, 1] == 1  # wd 0.5 row, lr 1e-3 column
-    assert grid["acc"][0, 0] == pytest.approx(36.0)
+    assert math.isnan(grid["value"][1, 1]) and grid["diverged"][1, 1] == 1  # wd 0.5 row, lr 1e-3 column
+    assert grid["value"][0, 0] == pytest.approx(36.0)
 
 
 def test_learning_curves_pick_the_best_finished_run(tmp_path):

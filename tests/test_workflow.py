@@ -26,7 +26,7 @@ def test_paper_scale_study_plans_without_data(tmp_path):
     result = snakemake("-n", "--quiet", "rules", "--configfile", REPO / "config.yaml", "-s", REPO / "Snakefile", "--directory", tmp_path)
     assert result.returncode == 0, result.stderr
     counts = dict(line.split()[:2] for line in result.stdout.splitlines() if line.split()[:1] and line.split()[-1].isdigit() and len(line.split()) == 2)
-    assert int(counts["train"]) == 49 and int(counts["prepare_data"]) == 1
+    assert int(counts["train"]) == 60 and int(counts["prepare_data"]) == 1
 
 
 def test_lint_and_format(tmp_path):
@@ -63,7 +63,7 @@ def test_demo_trains_every_model_family(demo_run):
     assert families == {"resnet", "preact_resnet", "alternet", "vit_local", "vit"}
     summary = read_csv(demo_run / "summary.csv")
     assert len(summary) == len(list(demo_run.glob("runs/**/run.json"))) == 27
-    resnet = next(r for r in summary if r["run_id"] == "resnet/adamw-lr0.002-wd0.05/f1.0/s0")
+    resnet = next(r for r in summary if r["run_id"] == "resnet/adamw-lr2e-3-wd0.05/f1.0/s0")
     assert float(resnet["test_acc"]) > 0.5  # 10 classes: chance is 0.1
     assert (demo_run / "summary.md").read_text().count("\n") >= 28
 
@@ -76,7 +76,7 @@ def test_demo_figures_hold_the_runs_numbers(demo_run):
             assert (figures / f"{name}.{ext}").stat().st_size > 0
     data_size = read_csv(figures / "data_size.csv")
     assert {(r["model"], float(r["fraction"])) for r in data_size} == {(m, f) for m in ("resnet", "vit") for f in (1.0, 0.5, 0.25)}
-    run = json.loads((demo_run / "runs/vit/adamw-lr0.002-wd0.05/f0.5/s0/run.json").read_text())
+    run = json.loads((demo_run / "runs/vit/adamw-lr2e-3-wd0.05/f0.5/s0/run.json").read_text())
     row = next(r for r in data_size if r["model"] == "vit" and float(r["fraction"]) == 0.5)
     assert float(row["train_nll"]) == pytest.approx(run["final"]["train_nll"])
     grid = read_csv(figures / "optimizer_grid.csv")

@@ -18,7 +18,15 @@ from jsonschema import Draft202012Validator, validators
 
 # the schema lives at the top of the repository (schemas/), beside the Snakefile that validates with it
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
-TRAINING_FRACTION_STUDIES = ("inductive_bias", "data_size", "optimizer_grid")
+# analysis -> the figure kinds it can draw (module vitwork.figures.<analysis>_<kind>)
+ANALYSIS_FIGURE_KINDS = {
+    "hessian": ("spectra", "grid"),
+    "landscape": ("surfaces",),
+    "fourier": ("spectra", "depth"),
+    "feature_variance": ("depth",),
+    "noise_frequency": ("curves",),
+    "corruptions": ("scatter", "heatmap", "buildup", "small_data", "grid"),
+}
 SHORT_HPARAM_NAMES = {"lr": "lr", "weight_decay": "wd", "momentum": "m"}
 
 
@@ -114,14 +122,33 @@ def _check_semantics(config: dict, source: str) -> None:
         schedule = recipe["schedule"]
         if schedule["name"] == "step" and not schedule.get("milestones"):
             raise ConfigError(f"{source}: optimizers.{name}.schedule.milestones: a step schedule needs milestones")
-    for study_name, study in config["studies"].items():
+    for where, selection in _selections(config):
         for field, known in (("models", config["models"]), ("optimizers", config["optimizers"])):
-            for index, item in enumerate(study[field]):
+            for index, item in enumerate(selection[field]):
                 if item not in known:
                     raise ConfigError(
-                        f"{source}: studies.{study_name}.{field}[{index}]: {item!r} is not defined under "
+                        f"{source}: {where}.{field}[{index}]: {item!r} is not defined under "
                         f"`{field}` (defined: {', '.join(sorted(known))})"
                     )
+    for study_name, study in config["studies"].items():
+        if "kind" in study:
+            raise ConfigError(f"{source}: studies.{study_name}.kind: a study has no kind (only analysis figures do)")
+    for analysis, settings in config["analyses"].items():
+        for name, figure in settings["figures"].items():
+            if figure["kind"] not in ANALYSIS_FIGURE_KINDS[analysis]:
+                raise ConfigError(
+                    f"{source}: analyses.{analysis}.figures.{name}.kind: {figure['kind']!r} is not a figure of "
+                    f"{analysis} (expected one of {', '.join(ANALYSIS_FIGURE_KINDS[analysis])})"
+                )
+        checkpoint = settings["checkpoint"]
+        if checkpoint.startswith("epoch") and int(checkpoint[5:]) not in config["training"]["checkpoint_epochs"]:
+            raise ConfigError(
+                f"{source}: analyses.{analysis}.checkpoint: {checkpoint!r} is not kept "
+                f"(expected init, warmup, last, or epoch<N> with N in training.checkpoint_epochs)"
+            )
+    official = config["analyses"].get("corruptions", {}).get("official_root")
+    if official and not Path(official).is_dir():
+        raise ConfigError(f"{source}: analyses.corruptions.official_root: {official!r} is not a folder")
     dataset = config["dataset"]
     if dataset["source"] != "synthetic":
         root = dataset.get("root")
@@ -149,15 +176,18 @@ def load_config_file(path: str | Path) -> dict:
 
 
 def format_number(value: float | int | bool) -> str:
-    """Short, stable text for a hyperparameter in a run id: 0.000125 -> 1.25e-4, 0.05 -> 0.05, 1 -> 1."""
+    """Short, stable text of a number: the shorter of plain and scientific notation (0.002 -> 2e-3, 0.05 -> 0.05).
+
+    Run ids and figure labels both use it, so a run reads the same everywhere.
+    """
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, int):
         return str(value)
-    if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e4):
-        mantissa, exponent = f"{value:.6e}".split("e")
-        return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
-    return f"{value:.6g}"
+    plain = f"{value:.6g}"
+    mantissa, exponent = f"{value:.6e}".split("e")
+    scientific = f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+    return scientific if len(scientific) < len(plain) else plain
 
 
 def _grid(hparams: dict) -> list[dict]:
@@ -182,11 +212,29 @@ def spec_hash(spec: dict) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _selections(config: dict):
+    """(config key, run selection) of every study and every analysis figure."""
+    for name, study in config["studies"].items():
+        yield f"studies.{name}", study
+    for analysis, settings in config.get("analyses", {}).items():
+        for name, figure in settings["figures"].items():
+            yield f"analyses.{analysis}.figures.{name}", figure
+
+
 def study_run_specs(config: dict, study_name: str) -> list[dict]:
     """Every run spec of one study: models x optimizer settings (grids expanded) x fractions x seeds."""
+    return selection_run_specs(config, config["studies"][study_name])
+
+
+def analysis_figure_run_specs(config: dict, analysis: str, figure: str) -> list[dict]:
+    """Every run spec an analysis figure draws."""
+    return selection_run_specs(config, config["analyses"][analysis]["figures"][figure])
+
+
+def selection_run_specs(config: dict, study: dict) -> list[dict]:
+    """Run specs of a selection: models x optimizer settings (grids expanded) x fractions x seeds."""
     from vitwork.models import model_family
 
-    study = config["studies"][study_name]
     specs = []
     for model_name, recipe_name, fraction, seed in itertools.product(
         study["models"], study["optimizers"], study["fractions"], study["seeds"]
@@ -224,9 +272,17 @@ def study_run_specs(config: dict, study_name: str) -> list[dict]:
 
 
 def all_run_specs(config: dict) -> dict[str, dict]:
-    """run id -> spec over every study; a run named by several studies appears once."""
+    """run id -> spec over every study and analysis figure; a run named by several appears once."""
     runs: dict[str, dict] = {}
-    for study_name in config["studies"]:
-        for spec in study_run_specs(config, study_name):
+    for _, selection in _selections(config):
+        for spec in selection_run_specs(config, selection):
             runs.setdefault(spec["run_id"], spec)
     return runs
+
+
+def analysis_run_ids(config: dict, analysis: str) -> list[str]:
+    """Runs that an analysis must be computed for (the union over its figures), in a stable order."""
+    ids: dict[str, None] = {}
+    for figure in config["analyses"].get(analysis, {}).get("figures", {}):
+        ids.update(dict.fromkeys(spec["run_id"] for spec in analysis_figure_run_specs(config, analysis, figure)))
+    return list(ids)

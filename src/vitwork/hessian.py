@@ -46,6 +46,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from vitwork.train import soft_cross_entropy
+
 DecaySpec = Callable[[str, torch.Tensor], bool] | Iterable[str] | None
 
 
@@ -76,11 +78,6 @@ def weight_decay_term(named_params: Iterable[tuple[str, torch.Tensor]], weight_d
     return 0.5 * weight_decay * sum(p.pow(2).sum() for n, p in named_params if n in names)
 
 
-def soft_target_loss(logits: torch.Tensor, soft_targets: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy against soft targets (probability rows) or, for int64 targets, hard labels."""
-    return F.cross_entropy(logits, soft_targets)
-
-
 @contextlib.contextmanager
 def analysis_mode(model: torch.nn.Module, train: bool = False):
     """Put the model in eval (or train) mode with math SDPA; restore its mode and buffers on exit."""
@@ -105,7 +102,7 @@ def regularised_loss(model: torch.nn.Module, inputs: torch.Tensor, soft_targets:
                      weight_decay: float = 0.0, decay: DecaySpec = None) -> torch.Tensor:
     """The analysed loss: soft-target cross-entropy plus the weight-decay term (model mode as it is)."""
     names = decayed_names(model, decay)
-    loss = soft_target_loss(model(inputs), soft_targets)
+    loss = soft_cross_entropy(model(inputs), soft_targets)
     return loss + weight_decay_term(model.named_parameters(), weight_decay, names)
 
 

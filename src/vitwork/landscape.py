@@ -15,7 +15,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from vitwork.hessian import DecaySpec, analysis_mode, decayed_names, soft_target_loss, weight_decay_term
+from vitwork.hessian import DecaySpec, analysis_mode, decayed_names, weight_decay_term
+from vitwork.train import soft_cross_entropy
 
 Direction = dict[str, torch.Tensor]
 
@@ -64,7 +65,7 @@ def dataset_loss_fn(inputs: torch.Tensor, targets: torch.Tensor, batch_size: int
             x = inputs[start:start + batch_size].to(device)
             t = targets[start:start + batch_size].to(device)
             logits = model(x)
-            nll_sum += float(soft_target_loss(logits, t)) * len(x)
+            nll_sum += float(soft_cross_entropy(logits, t)) * len(x)
             correct += int((logits.argmax(dim=1) == labels[start:start + batch_size].to(device)).sum())
         return nll_sum / len(inputs), correct / len(inputs)
 

@@ -13,14 +13,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vitwork.augment import eval_inputs
 from vitwork.corruptions import CORRUPTIONS, SEVERITIES, load_corruption, load_labels
-
-
-def normalise_batch(images: np.ndarray, mean: torch.Tensor, std: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 N x H x W x C images to a float N x C x H x W tensor on `device`, standardised per channel."""
-    batch = torch.from_numpy(np.array(images, dtype=np.uint8, copy=True)).to(device)
-    batch = batch.permute(0, 3, 1, 2).float().div_(255.0)
-    return batch.sub_(mean).div_(std)
+from vitwork.devices import autocast
 
 
 def evaluate_arrays(
@@ -32,13 +27,16 @@ def evaluate_arrays(
     batch_size: int = 500,
     device: str | torch.device = "cpu",
 ) -> dict[str, float]:
-    """Top-1 accuracy (fraction) and mean NLL of `model` on uint8 N x 32 x 32 x 3 images.
+    """Top-1 accuracy (fraction) and mean NLL of `model` on uint8 N x 32 x 32 x 3 images (numpy or torch, any device).
 
-    The model runs in eval mode (its previous mode is restored afterwards) under torch.inference_mode;
-    `mean` and `std` are per-channel statistics in [0, 1] units; `model` must already be on `device`.
+    The model runs in eval mode (its previous mode is restored afterwards) under torch.inference_mode, with
+    bf16 autocast on CUDA; `mean` and `std` are per-channel statistics in [0, 1] units; `model` must already
+    be on `device`. Training evaluates its test split with this function too.
     """
-    images_uint8 = np.asarray(images_uint8)
-    labels = np.asarray(labels)
+    if not isinstance(images_uint8, torch.Tensor):
+        images_uint8 = np.asarray(images_uint8)
+    if not isinstance(labels, torch.Tensor):
+        labels = np.asarray(labels)
     if images_uint8.ndim != 4 or images_uint8.shape[-1] != len(mean) or len(images_uint8) != len(labels):
         raise ValueError(
             f"expected N x H x W x {len(mean)} images and N labels, got {images_uint8.shape} and {labels.shape}"
@@ -46,8 +44,6 @@ def evaluate_arrays(
     if len(labels) == 0:
         raise ValueError("cannot evaluate on an empty set")
     device = torch.device(device)
-    mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
     was_training = model.training
     model.eval()
     correct = 0
@@ -55,9 +51,10 @@ def evaluate_arrays(
     try:
         with torch.inference_mode():
             for start in range(0, len(labels), batch_size):
-                inputs = normalise_batch(images_uint8[start : start + batch_size], mean_t, std_t, device)
-                targets = torch.as_tensor(labels[start : start + batch_size], dtype=torch.long, device=device)
-                logits = model(inputs).float()
+                inputs = eval_inputs(torch.as_tensor(images_uint8[start : start + batch_size]).to(device), mean, std)
+                targets = torch.as_tensor(labels[start : start + batch_size]).to(device, torch.long)
+                with autocast(device):
+                    logits = model(inputs).float()
                 total_nll += F.cross_entropy(logits, targets, reduction="sum").double()
                 correct += int((logits.argmax(dim=1) == targets).sum())
     finally:

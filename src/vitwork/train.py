@@ -22,12 +22,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from vitwork.augment import TrainAugment, eval_inputs
+from vitwork.augment import TrainAugment
 from vitwork.config import spec_hash
 from vitwork.data import load_meta, load_split
+from vitwork.devices import autocast, resolve_device
 from vitwork.io import append_jsonl, code_version, read_jsonl, save_torch_atomic, write_json
 from vitwork.models import create_model
 from vitwork.optim import build_optimizer, build_scheduler
+from vitwork.robustness import evaluate_arrays
 
 PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 PREEMPTED_EXIT_CODE = 143
@@ -37,16 +39,13 @@ class Preempted(Exception):
     """Training stopped on a signal after saving its resume state."""
 
 
-def resolve_device(device: str) -> torch.device:
-    """'auto' -> cuda when available, else cpu."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(device)
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy against soft (mixed, smoothed) targets, or int labels: the training loss and NLL_train.
 
-
-def soft_cross_entropy(logits: torch.Tensor, soft_targets: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy against soft (mixed, smoothed) targets: the training loss and the NLL_train of the study."""
-    return torch.sum(-soft_targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
+    The Hessian and landscape analyses use it too, so every analysis sees exactly the training objective.
+    """
+    # at least float32 (bf16 logits under autocast), float64 kept for exact-Hessian checks
+    return F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), targets)
 
 
 def checkpoint_names(spec: dict) -> list[str]:
@@ -71,29 +70,10 @@ def load_checkpoint_model(path, device="cpu"):
     return model, {k: v for k, v in checkpoint.items() if k not in ("model", "optimizer", "scheduler")}
 
 
-@torch.inference_mode()
 def evaluate(model, images: torch.Tensor, labels: torch.Tensor, mean, std, batch_size: int, device) -> dict:
     """Test NLL, accuracy and error (%) of `model` on uint8 NHWC images, batched, in eval mode."""
-    was_training = model.training
-    model.eval()
-    total_nll, correct = 0.0, 0
-    for start in range(0, len(labels), batch_size):
-        x = eval_inputs(images[start : start + batch_size].to(device, non_blocking=True), mean, std)
-        y = labels[start : start + batch_size].to(device, non_blocking=True)
-        with _autocast(device):
-            logits = model(x)
-        total_nll += F.cross_entropy(logits.float(), y, reduction="sum").item()
-        correct += (logits.argmax(-1) == y).sum().item()
-    model.train(was_training)
-    n = len(labels)
-    return {"test_nll": total_nll / n, "test_acc": correct / n, "test_err": 100.0 * (1 - correct / n)}
-
-
-def _autocast(device: torch.device, enabled: bool = True):
-    """bf16 autocast on CUDA; nothing on CPU."""
-    if device.type == "cuda" and enabled:
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    metrics = evaluate_arrays(model, images, labels, mean, std, batch_size, device)
+    return {"test_nll": metrics["nll"], "test_acc": metrics["acc"], "test_err": 100.0 * (1 - metrics["acc"])}
 
 
 def _rng_state(generator: torch.Generator) -> dict:
@@ -238,7 +218,7 @@ class Trainer:
         x, targets = self.augment(images, labels, self.generator)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with _autocast(self.device, self.mixed_precision):
+        with autocast(self.device, self.mixed_precision):
             logits = self.model(x)
         loss = soft_cross_entropy(logits, targets)
         if not torch.isfinite(loss) or loss.item() > self.spec["training"]["diverge_above"]:

@@ -10,11 +10,16 @@ PIDS="$STATE/pids"
 
 log() { echo "[stop_cluster] $*" >&2; }
 
-# Send SIGTERM to one PID, wait up to 15 s for it to exit, then SIGKILL it.
+# Send SIGTERM to one PID, wait up to 15 s for it to exit, then SIGKILL it. A PID that no
+# longer runs the recorded daemon (a stale pids file after a reboot, the PID reused) is left alone.
 stop_pid() {
     local name="$1" pid="$2" i
     if ! kill -0 "$pid" 2>/dev/null; then
         log "$name (pid $pid) not running"
+        return
+    fi
+    if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" != "$name" ]; then
+        log "pid $pid is no longer $name; leaving it alone"
         return
     fi
     kill -TERM "$pid"

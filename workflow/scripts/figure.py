@@ -6,5 +6,5 @@ from vitwork.workflow import job_log
 
 with job_log(snakemake):
     figure = importlib.import_module(f"vitwork.figures.{snakemake.params.module}")
-    rows = figure.make(snakemake.input.runs, **dict(snakemake.output.items()), **snakemake.params.options)
+    rows = figure.make(**dict(snakemake.input.items()), **dict(snakemake.output.items()), **snakemake.params.options)
     print(f"{snakemake.params.module}: {len(rows)} rows -> {snakemake.output.out_png}")

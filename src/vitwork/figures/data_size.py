@@ -19,8 +19,9 @@ from vitwork.results import (
     RunResult, as_runs, group_by, mean_and_std, model_sort_key, require_single_setting,
 )
 
-COLUMNS = ("model", "label", "family", "fraction", "seed", "run_id", "status", "test_err_pct", "train_nll")
-METRICS = ("test_err_pct", "train_nll")
+COLUMNS = ("model", "model_label", "family", "fraction", "seed", "run_id", "status", "test_err_pct", "train_nll")
+# The two panels: (column, title); the same quantities as the inductive-bias figure.
+PANELS = (("test_err_pct", "Test error"), ("train_nll", "Training NLL"))
 
 
 def table(runs: Iterable[RunResult]) -> list[dict]:
@@ -29,8 +30,8 @@ def table(runs: Iterable[RunResult]) -> list[dict]:
     for (name, fraction), group in group_by(runs, lambda run: (run.model_name, run.fraction)).items():
         require_single_setting(group, f"data_size: model {name} at fraction {fraction}")
     return [
-        {"model": run.model_name, "label": spec_model_label(run.spec), "family": run.family, "fraction": run.fraction, "seed": run.seed,
-         "run_id": run.run_id, "status": run.status,
+        {"model": run.model_name, "model_label": spec_model_label(run.spec), "family": run.family,
+         "fraction": run.fraction, "seed": run.seed, "run_id": run.run_id, "status": run.status,
          "test_err_pct": run.test_err_pct(), "train_nll": run.final_metric("train_nll")}
         for run in runs
     ]
@@ -49,26 +50,36 @@ def model_curve(rows: Sequence[dict], metric: str) -> tuple[list[float], list[fl
     return fractions, means, stds
 
 
-def plot(rows: Sequence[dict]) -> Figure:
-    """Test error and NLL_train vs training fraction (log x), one line per model."""
+def plot_fraction_curves(rows: Sequence[dict], panels: Sequence[tuple[str, str, str]]) -> Figure:
+    """One panel per (column, title, y label) against the training fraction (log x), one line per model at the
+    mean over its finished seeds with std error bars.
+
+    Shared by the figures of metrics against the data size (`data_size`, `corruptions_small_data`).
+    """
     with style_context():
-        if not rows:
-            return empty_figure("no runs")
+        if not any(row["status"] == "finished" for row in rows):
+            return empty_figure("no finished runs")
         styles = model_styles((row["model"], row["family"]) for row in rows)
-        fig, axes = new_figure(1, 2)
+        fig, axes = new_figure(1, len(panels))
         fractions = sorted({100.0 * row["fraction"] for row in rows})
-        for ax, metric, title in zip(axes[0], METRICS, ("Test error", "Training NLL")):
+        for ax, (metric, title, ylabel) in zip(axes[0], panels):
             for name, model_rows in group_by(rows, lambda row: row["model"]).items():
                 x, mean, std = model_curve(model_rows, metric)
-                ax.errorbar(x, mean, yerr=std, label=model_rows[0]["label"], capsize=2, **styles[name])
+                ax.errorbar(x, mean, yerr=std, label=model_rows[0]["model_label"], capsize=2, **styles[name])
             ax.set_xscale("log")
             ax.set_xticks(fractions, [format_number(f) for f in fractions])
             ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_xlabel(axis_label("fraction"))
-            ax.set_ylabel(axis_label(metric.removesuffix("_pct")))
+            ax.set_ylabel(ylabel)
             ax.set_title(title)
         axes[0, 0].legend()
         return fig
+
+
+def plot(rows: Sequence[dict]) -> Figure:
+    """Test error and NLL_train vs training fraction (log x), one line per model."""
+    return plot_fraction_curves(rows, [(metric, title, axis_label(metric.removesuffix("_pct")))
+                                       for metric, title in PANELS])
 
 
 def make(runs, out_png, out_pdf, out_csv) -> list[dict]:

@@ -13,6 +13,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from vitwork.figures.data_size import PANELS
 from vitwork.figures.style import (
     axis_label, empty_figure, model_styles, new_figure, save_figure, spec_model_label, style_context,
 )
@@ -20,15 +21,16 @@ from vitwork.results import (
     RunResult, as_runs, group_by, mean_and_std, model_sort_key, require_single_setting,
 )
 
-COLUMNS = ("kind", "model", "label", "family", "seed", "run_id", "status", "n_seeds", "test_err_pct", "train_nll")
-METRICS = ("test_err_pct", "train_nll")
+COLUMNS = ("kind", "model", "model_label", "family", "seed", "run_id", "status", "n_seeds", "test_err_pct",
+           "train_nll")
+METRICS = tuple(metric for metric, _ in PANELS)
 
 
 def run_row(run: RunResult) -> dict:
     """The per-run row: the run's final test error (%) and training NLL."""
     return {
-        "kind": "run", "model": run.model_name, "label": spec_model_label(run.spec), "family": run.family, "seed": run.seed, "run_id": run.run_id,
-        "status": run.status, "n_seeds": None,
+        "kind": "run", "model": run.model_name, "model_label": spec_model_label(run.spec), "family": run.family,
+        "seed": run.seed, "run_id": run.run_id, "status": run.status, "n_seeds": None,
         "test_err_pct": run.test_err_pct(), "train_nll": run.final_metric("train_nll"),
     }
 
@@ -38,7 +40,7 @@ def aggregate_rows(model_rows: Sequence[dict]) -> list[dict]:
     finished = [row for row in model_rows if row["status"] == "finished"]
     stats = {metric: mean_and_std(row[metric] for row in finished) for metric in METRICS}
     first = model_rows[0]
-    base = {"model": first["model"], "label": first["label"], "family": first["family"], "seed": None,
+    base = {"model": first["model"], "model_label": first["model_label"], "family": first["family"], "seed": None,
             "run_id": None, "status": None}
     mean = {"kind": "mean", **base, "n_seeds": stats[METRICS[0]][2], **{m: stats[m][0] for m in METRICS}}
     std = {"kind": "std", **base, "n_seeds": stats[METRICS[0]][2], **{m: stats[m][1] for m in METRICS}}
@@ -73,7 +75,7 @@ def _draw_metric(ax, rows: Sequence[dict], metric: str, styles: dict) -> None:
             ax.scatter(x + 0.25 + jitter, seeds, s=8, color=styles[name]["color"], alpha=0.6, linewidths=0)
         ax.errorbar(x, row[metric], yerr=stds[name], fmt=styles[name]["marker"], color=styles[name]["color"],
                     markersize=7, capsize=3, elinewidth=1.2)
-    ax.set_xticks(range(len(means)), [row["label"] for row in means], rotation=30, ha="right")
+    ax.set_xticks(range(len(means)), [row["model_label"] for row in means], rotation=30, ha="right")
     ax.set_xlim(-0.6, len(means) - 0.4)
     ax.set_ylabel(axis_label(metric.removesuffix("_pct")))
     ax.grid(axis="x", visible=False)
@@ -86,7 +88,7 @@ def plot(rows: Sequence[dict]) -> Figure:
             return empty_figure("no runs")
         styles = model_styles((row["model"], row["family"]) for row in rows)
         fig, axes = new_figure(1, 2)
-        for ax, metric, title in zip(axes[0], METRICS, ("Test error", "Training NLL")):
+        for ax, (metric, title) in zip(axes[0], PANELS):
             _draw_metric(ax, rows, metric, styles)
             ax.set_title(title)
             ax.set_xlabel("Model (strong → weak inductive bias)")

@@ -15,6 +15,7 @@ import numpy as np
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 
+from vitwork.config import format_number  # noqa: F401  (one formatting of numbers for run ids and labels)
 from vitwork.io import atomic_path
 from vitwork.results import FAMILY_ORDER, model_sort_key, write_csv
 
@@ -167,15 +168,6 @@ def spec_optimizer_label(spec: dict) -> str:
     if recipe.lower() in OPTIMIZER_NAMES:
         return OPTIMIZER_NAMES[recipe.lower()]
     return f"{optimizer_label(optimizer['name'])} ({recipe})"
-
-
-def format_number(value: float) -> str:
-    """The shorter of plain and scientific notation (`0.001` -> `1e-3`, `0.05` stays, `1.25e-4`)."""
-    plain = f"{value:g}"
-    mantissa, exponent = f"{value:e}".split("e")
-    mantissa = mantissa.rstrip("0").rstrip(".")
-    scientific = f"{mantissa}e{int(exponent)}"
-    return scientific if len(scientific) < len(plain) else plain
 
 
 def optimizer_setting_label(spec: dict) -> str:
