@@ -21,7 +21,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
+from snakemake.utils import update_config
 
+from vitwork.config import study_run_specs, validate_config
 from vitwork.train import PREEMPTED_EXIT_CODE
 
 torch.set_num_threads(1)
@@ -48,8 +51,8 @@ def cluster_problem() -> str | None:
     """Why the local test cluster cannot take jobs now, or None when its partition's node is up."""
     if shutil.which("sinfo") is None:
         return "sinfo is not on PATH (no Slurm client installed)"
-    if not (STATE / "slurm.conf").exists():
-        return f"no local test cluster in {STATE} (start one: bash tests/cluster/start_cluster.sh)"
+    if not (STATE / "pids").exists():  # start_cluster.sh writes it, stop_cluster.sh removes it
+        return f"no local test cluster running in {STATE} (start one: bash tests/cluster/start_cluster.sh)"
     try:
         answer = subprocess.run(["sinfo", "-h", "-p", PARTITION, "-o", "%T"], env=slurm_env(), capture_output=True, text=True, timeout=20)
     except subprocess.TimeoutExpired:
@@ -123,11 +126,13 @@ def launched_batch_jobs() -> set[str]:
 
 
 def read_csv(path: Path) -> list[dict]:
+    """Rows of a CSV file as dicts."""
     with open(path) as handle:
         return list(csv.DictReader(handle))
 
 
 def read_jsonl(path: Path) -> list[dict]:
+    """Records of a JSON-lines file."""
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
@@ -175,9 +180,18 @@ def wait_for_first_epoch(process: subprocess.Popen, out: Path, metrics: Path, ti
     pytest.fail(f"no training epoch within {timeout:.0f} s:\n{out.read_text()[-4000:]}")
 
 
+def preempt_spec() -> dict:
+    """The run the pre-emption test trains: ResNet on all data, from the demo preset with preempt.yaml merged over it as Snakemake merges."""
+    config = yaml.safe_load(DEMO.read_text())
+    update_config(config, yaml.safe_load(PREEMPT.read_text()))
+    specs = study_run_specs(validate_config(config, str(PREEMPT)), "data_size")
+    return next(spec for spec in specs if spec["model"]["name"] == "resnet" and spec["fraction"] == 1.0)
+
+
 def test_preempted_training_job_resumes_on_retry(tmp_path):
     """scancel --signal=TERM mid-run: the job saves its position and fails, Snakemake resubmits it, the retry resumes."""
-    run_id = "resnet/adamw-lr0.002-wd0.05/f1.0/s0"
+    spec = preempt_spec()
+    run_id, total = spec["run_id"], spec["optimizer"]["warmup_epochs"] + spec["optimizer"]["epochs"]
     workdir = tmp_path / "work"
     run = workdir / RESULTS / "runs" / run_id
     started = time.monotonic()
@@ -201,8 +215,8 @@ def test_preempted_training_job_resumes_on_retry(tmp_path):
     assert resumed, log[-3000:]
 
     summary = json.loads((run / "run.json").read_text())
-    total = summary["spec"]["optimizer"]["warmup_epochs"] + summary["spec"]["optimizer"]["epochs"]
-    assert total == 31 and epochs_seen <= int(resumed[1]) < total
+    assert total == 31 and summary["spec"]["optimizer"] == spec["optimizer"]  # preempt.yaml took effect
+    assert epochs_seen <= int(resumed[1]) < total
     assert summary["status"] == "finished" and summary["epochs_completed"] == total
     assert [record["epoch"] for record in read_jsonl(run / "metrics.jsonl")] == list(range(1, total + 1))
     print(f"pre-empted job {first_job} after {epochs_seen} epoch(s); retry job {retry_job}: {resumed[0]}")

@@ -138,3 +138,9 @@ def test_analysis_figures_add_their_runs_and_check_their_kind(demo):
     broken = copy.deepcopy(demo)
     broken["studies"]["data_size"]["kind"] = "spectra"
     assert "studies.data_size.kind" in error_of(broken)
+
+
+def test_official_corruption_folder_is_checked(demo, tmp_path):
+    demo["analyses"]["corruptions"]["official_root"] = str(tmp_path)
+    message = error_of(demo)
+    assert message.startswith("demo.yaml: analyses.corruptions.official_root: ") and "gaussian_noise.npy" in message

@@ -62,10 +62,11 @@ def test_demo_trains_every_model_family(demo_run):
     families = {json.loads(p.read_text())["spec"]["model"]["family"] for p in demo_run.glob("runs/**/run.json")}
     assert families == {"resnet", "preact_resnet", "alternet", "vit_local", "vit"}
     summary = read_csv(demo_run / "summary.csv")
-    assert len(summary) == len(list(demo_run.glob("runs/**/run.json"))) == 27
+    # 27 runs of the training studies + ViT GAP, two smaller AlterNets, AlterNet on 2 smaller fractions
+    assert len(summary) == len(list(demo_run.glob("runs/**/run.json"))) == 27 + 5
     resnet = next(r for r in summary if r["run_id"] == "resnet/adamw-lr2e-3-wd0.05/f1.0/s0")
     assert float(resnet["test_acc"]) > 0.5  # 10 classes: chance is 0.1
-    assert (demo_run / "summary.md").read_text().count("\n") >= 28
+    assert (demo_run / "summary.md").read_text().count("\n") >= 2 + 32
 
 
 @pytest.mark.slow
@@ -120,3 +121,56 @@ def test_real_cifar100_subset_trains_far_above_chance(real_cifar100, tmp_path):
     summary = train_run(spec, data / "train.npz", data / "test.npz", data / "meta.json", data / "subset.npy", tmp_path / "run", device="cpu", threads=2, progress=False)
     print(f"real CIFAR-100, 10% subset: test accuracy {summary['final']['test_acc']:.3f} after {summary['wall_time_s']:.0f} s")
     assert summary["status"] == "finished" and summary["final"]["test_acc"] > 0.10
+
+
+def analysis_rows(demo_run, analysis, run_id, checkpoint):
+    return read_csv(demo_run / "analysis" / analysis / run_id / f"{checkpoint}.csv")
+
+
+@pytest.mark.slow
+def test_demo_analysis_figures_hold_the_analyses_numbers(demo_run):
+    figures = demo_run / "figures"
+    names = [p.stem for p in figures.glob("*.png")]
+    for analysis in ("hessian", "landscape", "fourier", "feature_variance", "noise_frequency", "corruptions"):
+        assert any(name.startswith(analysis) for name in names), analysis
+    for name in names:
+        assert (figures / f"{name}.pdf").stat().st_size > 0 and (figures / f"{name}.csv").stat().st_size > 0
+
+    vit = "vit/adamw-lr2e-3-wd0.05/f1.0/s0"
+    # Hessian: the figure's counts are those of the run's eigenvalue table (2 batches x top-5 by magnitude)
+    spectra = [r for r in read_csv(figures / "hessian_inductive_bias.csv") if r["kind"] == "run"]
+    assert {(r["model"], float(r["fraction"])) for r in spectra} == {(m, f) for m in ("resnet", "vit") for f in (1.0, 0.25)}
+    top = next(r for r in spectra if r["run_id"] == vit and r["which"] == "top_magnitude")
+    values = [float(r["value"]) for r in analysis_rows(demo_run, "hessian", vit, "warmup") if r["which"] == "top_magnitude"]
+    assert int(top["n_values"]) == len(values) == 10 and int(top["n_negative"]) == sum(v < 0 for v in values)
+    grid = read_csv(figures / "hessian_optimizer_grid.csv")
+    assert len(grid) == 18 and {r["status"] for r in grid if float(r["lr"]) == 30.0} == {"diverged"}
+
+    # landscape: the centre of the plane is the checkpoint's own loss
+    plane = {(float(r["x"]), float(r["y"])): float(r["loss"]) for r in analysis_rows(demo_run, "landscape", vit, "last")}
+    summary = next(r for r in read_csv(figures / "landscape_inductive_bias.csv") if r["kind"] == "run" and r["run_id"] == vit)
+    assert float(summary["centre_loss"]) == pytest.approx(plane[(0.0, 0.0)]) and len(plane) == 11 * 11
+
+    # Fourier: ViT has MSA and MLP blocks; the plotted value is the table's value at the highest frequency
+    depth = [r for r in read_csv(figures / "fourier_depth.csv") if r["run_id"] == vit]
+    assert {"msa", "mlp"} <= {r["kind"] for r in depth}
+    table = analysis_rows(demo_run, "fourier", vit, "last")
+    last_block = max(table, key=lambda r: (int(r["block_index"]), float(r["frequency"])))
+    assert float(depth[-1]["high_frequency_delta_log_amplitude"]) == pytest.approx(float(last_block["delta_log_amplitude"]))
+    assert len(read_csv(figures / "feature_variance_depth.csv")) == len(read_csv(figures / "fourier_depth.csv"))
+
+    # noise frequency: every model at the 9 frequencies, the change is accuracy minus clean accuracy
+    noise = read_csv(figures / "noise_frequency_models.csv")
+    assert len(noise) == 5 * 9
+    for row in noise:
+        assert float(row["delta_acc_pp"]) == pytest.approx(100 * (float(row["acc_fraction"]) - float(row["clean_acc_fraction"])))
+
+    # corruptions: robustness is the mean accuracy over the 75 generated sets of the run's table
+    scatter = read_csv(figures / "corruptions_scatter.csv")
+    assert len(scatter) == 5 and all(int(r["n_sets"]) == 75 for r in scatter)
+    rows = analysis_rows(demo_run, "corruptions", vit, "last")
+    corrupted = [float(r["acc"]) for r in rows if r["corruption"] != "clean"]
+    assert float(next(r for r in scatter if r["run_id"] == vit)["robustness"]) == pytest.approx(sum(corrupted) / 75)
+    assert sorted(int(r["num_msa"]) for r in read_csv(figures / "corruptions_buildup.csv")) == [0, 1, 2]
+    assert len(list((demo_run / "corruptions").glob("*.npy"))) == 15 + 1
+    assert "diverged" in {r["status"] for r in read_csv(figures / "corruptions_optimizer_grid.csv")}

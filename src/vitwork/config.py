@@ -147,8 +147,13 @@ def _check_semantics(config: dict, source: str) -> None:
                 f"(expected init, warmup, last, or epoch<N> with N in training.checkpoint_epochs)"
             )
     official = config["analyses"].get("corruptions", {}).get("official_root")
-    if official and not Path(official).is_dir():
-        raise ConfigError(f"{source}: analyses.corruptions.official_root: {official!r} is not a folder")
+    if official:
+        from vitwork.corruptions import OFFICIAL_IMAGES, validate_official_folder
+
+        try:
+            validate_official_folder(official, OFFICIAL_IMAGES)
+        except (ValueError, OSError) as error:
+            raise ConfigError(f"{source}: analyses.corruptions.official_root: {error}") from None
     dataset = config["dataset"]
     if dataset["source"] != "synthetic":
         root = dataset.get("root")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import random
 import shutil
 import signal
@@ -342,6 +343,7 @@ class Trainer:
             "code_version": code_version(),
             "seed": self.spec["seed"],
             "device": str(self.device),
+            "slurm_job_id": os.environ.get("SLURM_JOB_ID"),  # which cluster job produced the run, if any
         }
         write_json(self.run_dir / "run.json", summary)
         shutil.rmtree(self.work_dir, ignore_errors=True)

@@ -47,6 +47,7 @@ from .weather import fog, frost, snow
 
 __all__ = [
     "CORRUPTIONS",
+    "OFFICIAL_IMAGES",
     "SEVERITIES",
     "RANDOM_CORRUPTIONS",
     "corrupt",
@@ -92,6 +93,8 @@ RANDOM_CORRUPTIONS: tuple[str, ...] = (
     "fog",
     "elastic_transform",
 )
+# Test images of the official CIFAR-10-C / CIFAR-100-C files (each <corruption>.npy holds 5 x this many).
+OFFICIAL_IMAGES = 10_000
 # Images per internal chunk: bounds the float64 temporaries (about 25 MB each) and keeps them in cache.
 CHUNK_SIZE = 1000
 
