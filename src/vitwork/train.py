@@ -329,7 +329,10 @@ class Trainer:
         out_ckpt.mkdir(parents=True, exist_ok=True)
         for path in (self.work_dir / "checkpoints").glob("*.pt"):
             path.replace(out_ckpt / path.name)
-        (self.work_dir / "metrics.jsonl").replace(self.run_dir / "metrics.jsonl") if metrics else (self.run_dir / "metrics.jsonl").write_text("")
+        if metrics:
+            (self.work_dir / "metrics.jsonl").replace(self.run_dir / "metrics.jsonl")
+        else:  # diverged in the first epoch before any record: an empty history, still a declared output
+            (self.run_dir / "metrics.jsonl").write_text("")
         wall = metrics[-1]["wall_time_s"] if metrics else 0.0
         seen = sum(m["images_per_s"] * m["epoch_time_s"] for m in metrics if m.get("images_per_s"))
         summary = {
