@@ -123,11 +123,12 @@ def test_bad_yaml_file(tmp_path):
 
 def test_analysis_figures_add_their_runs_and_check_their_kind(demo):
     config = validate_config(demo, "demo.yaml")
-    from vitwork.config import analysis_run_ids
+    from vitwork.config import analysis_figure_run_specs
 
     runs = all_run_specs(config)
     assert "alternet_msa1/adamw-lr2e-3-wd0.05/f1.0/s0" in runs  # needed only by the corruption build-up figure
-    assert len(analysis_run_ids(config, "hessian")) == 2 * 2 + 1 + 1 + 1 + 18
+    hessian_runs = {s["run_id"] for name in config["analyses"]["hessian"]["figures"] for s in analysis_figure_run_specs(config, "hessian", name)}
+    assert len(hessian_runs) == 2 * 2 + 1 + 1 + 1 + 18  # ResNet/ViT x 2 fractions, GAP, local, AlterNet, the grid
     assert config["analyses"]["hessian"]["method"] == "lanczos" and config["analyses"]["landscape"]["checkpoint"] == "last"
     broken = copy.deepcopy(demo)
     broken["analyses"]["fourier"]["figures"]["spectra"]["kind"] = "surfaces"

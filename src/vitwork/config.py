@@ -284,10 +284,3 @@ def all_run_specs(config: dict) -> dict[str, dict]:
             runs.setdefault(spec["run_id"], spec)
     return runs
 
-
-def analysis_run_ids(config: dict, analysis: str) -> list[str]:
-    """Runs that an analysis must be computed for (the union over its figures), in a stable order."""
-    ids: dict[str, None] = {}
-    for figure in config["analyses"].get(analysis, {}).get("figures", {}):
-        ids.update(dict.fromkeys(spec["run_id"] for spec in analysis_figure_run_specs(config, analysis, figure)))
-    return list(ids)
