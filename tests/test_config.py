@@ -50,7 +50,7 @@ def test_grid_runs_have_distinct_stable_ids(demo):
     config = validate_config(demo, "demo.yaml")
     ids = [spec["run_id"] for spec in study_run_specs(config, "optimizer_grid")]
     assert len(ids) == len(set(ids)) == 2 * (3 + 2 + 4)
-    assert "vit/adamw_grid-lr3e-4-wd0.05/f1.0/s0" in ids
+    assert "vit/adamw_grid-lr3e-4-wd0.5/f1.0/s0" in ids
     assert ids == [spec["run_id"] for spec in study_run_specs(validate_config(demo, "x"), "optimizer_grid")]
 
 
@@ -145,3 +145,11 @@ def test_official_corruption_folder_is_checked(demo, tmp_path):
     demo["analyses"]["corruptions"]["official_root"] = str(tmp_path)
     message = error_of(demo)
     assert message.startswith("demo.yaml: analyses.corruptions.official_root: ") and "gaussian_noise.npy" in message
+
+
+def test_model_size_arguments_are_checked_before_any_job(demo):
+    demo["models"]["vit"]["kwargs"]["patch_sz"] = 4
+    assert "models.vit.kwargs: vitwork_vit cannot be built:" in error_of(demo) and "patch_sz" in error_of(demo)
+    demo["models"]["vit"]["kwargs"].pop("patch_sz")
+    demo["models"]["alternet"]["kwargs"]["msa_per_stage"] = [0, 0, 1, 9]
+    assert "models.alternet.kwargs:" in error_of(demo)

@@ -113,6 +113,7 @@ def _check_semantics(config: dict, source: str) -> None:
                 f"{source}: models.{name}.arch: unknown architecture {model['arch']!r} "
                 f"(expected one of {', '.join(sorted(known_archs))})"
             )
+        _check_model_builds(name, model, source)
     for name, recipe in config["optimizers"].items():
         if not is_known_optimizer(recipe["name"]):
             raise ConfigError(
@@ -164,6 +165,19 @@ def _check_semantics(config: dict, source: str) -> None:
                 f"{source}: dataset.root: {root!r} does not exist "
                 f"(expected {'an ImageFolder tree with train/ and test/' if dataset['source'] == 'imagefolder' else 'a torchvision root, or download: true'})"
             )
+
+
+def _check_model_builds(name: str, model: dict, source: str) -> None:
+    """Build the model on the meta device (no memory, ~0.1 s) so a wrong size argument stops before any job."""
+    import torch
+
+    from vitwork.models import create_model
+
+    try:
+        with torch.device("meta"):
+            create_model(model["arch"], num_classes=10, **model["kwargs"])
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{source}: models.{name}.kwargs: {model['arch']} cannot be built: {error}") from None
 
 
 def load_config_file(path: str | Path) -> dict:
