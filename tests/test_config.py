@@ -153,3 +153,16 @@ def test_model_size_arguments_are_checked_before_any_job(demo):
     demo["models"]["vit"]["kwargs"].pop("patch_sz")
     demo["models"]["alternet"]["kwargs"]["msa_per_stage"] = [0, 0, 1, 9]
     assert "models.alternet.kwargs:" in error_of(demo)
+
+
+def test_a_list_valued_optimizer_argument_is_a_list_of_lists(demo):
+    demo["optimizers"]["adamw"]["hparams"]["betas"] = [[0.9, 0.99]]
+    specs = study_run_specs(validate_config(demo, "demo.yaml"), "inductive_bias")
+    assert all(s["optimizer"]["hparams"]["betas"] == [0.9, 0.99] for s in specs)  # one setting, not a grid axis
+    assert specs[0]["run_id"] == "resnet/adamw-lr2e-3-wd0.05-betas0.9_0.99/f1.0/s0"
+    import torch
+
+    from vitwork.optim import build_optimizer
+
+    optimizer = build_optimizer(torch.nn.Linear(2, 2), "adamw", specs[0]["optimizer"]["hparams"])
+    assert tuple(optimizer.param_groups[0]["betas"]) == (0.9, 0.99)
