@@ -9,6 +9,7 @@ from vitwork.analysis import (
     CORRUPTION_COLUMNS,
     ResumableTable,
     augmented_training_batch,
+    run_augmentation,
     corruption_table,
     feature_table,
     hessian_spectrum_table,
@@ -66,7 +67,7 @@ def test_hessian_loss_is_the_augmented_regularised_loss(trained, tmp_path):
     # the reported loss is the soft-target cross-entropy of the seeded augmented batch plus weight decay
     model, info = load_checkpoint_model(checkpoints / "warmup.pt")
     images, labels = load_split(train)
-    inputs, targets = augmented_training_batch(info, images, labels, np.load(subset), 16, seed=0)
+    inputs, targets = augmented_training_batch(run_augmentation(info), images, labels, np.load(subset), 16, seed=0)
     wd = info["run"]["optimizer"]["hparams"]["weight_decay"]
     with torch.no_grad():
         expected = float(regularised_loss(model, inputs, targets, wd))

@@ -85,10 +85,13 @@ def test_batches(test_path, info: dict, images: int | None, batch_size: int, dev
     return batches, torch.from_numpy(y).to(device)
 
 
-def augmented_training_batch(info: dict, images, labels, subset, batch_size: int, seed: int):
+def run_augmentation(info: dict) -> TrainAugment:
+    """The training augmentation of the checkpoint's run."""
+    return TrainAugment(info["run"]["training"], info["num_classes"], info["mean"], info["std"])
+
+
+def augmented_training_batch(augment: TrainAugment, images, labels, subset, batch_size: int, seed: int):
     """One training mini-batch of the run's data with its training augmentation, fixed by `seed`."""
-    spec = info["run"]
-    augment = TrainAugment(spec["training"], info["num_classes"], info["mean"], info["std"])
     generator = torch.Generator().manual_seed(seed)
     chosen = subset[torch.randperm(len(subset), generator=generator)[:batch_size].numpy()]
     with seeded_rng(seed):
@@ -107,10 +110,11 @@ def hessian_spectrum_table(checkpoint, train_path, subset_path, settings: dict, 
     subset = np.load(subset_path)
     batch_size = settings["batch_size"] or spec["optimizer"]["batch_size"]
     weight_decay = spec["optimizer"]["hparams"].get("weight_decay", 0.0)
+    augment = run_augmentation(info)  # built once: RandAugment keeps one transform per magnitude
 
     def unit(batch: int):
         seed = settings["seed"] * 1_000_003 + batch
-        inputs, targets = augmented_training_batch(info, images, labels, subset, batch_size, seed)
+        inputs, targets = augmented_training_batch(augment, images, labels, subset, batch_size, seed)
         rows = batch_spectrum(
             model, inputs.to(device), targets.to(device), weight_decay=weight_decay, method=settings["method"],
             k=settings["k"], tol=settings["tol"], max_hvps=settings["max_hvps"], seed=seed, trace_probes=settings["trace_probes"],

@@ -135,7 +135,8 @@ def stratified_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndar
 
 def write_subset(labels_path, fraction: float, seed: int, out_path) -> np.ndarray:
     """Write the index file of one (fraction, seed) subset of the prepared train split."""
-    _, labels = load_split(labels_path)
+    with np.load(labels_path) as data:
+        labels = data["labels"]  # the images are not needed here: npz reads each array on demand
     indices = stratified_subset(labels, fraction, seed)
     with atomic_path(out_path) as tmp:
         with open(tmp, "wb") as handle:

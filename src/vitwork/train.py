@@ -166,6 +166,7 @@ class Trainer:
         self.augment = TrainAugment(spec["training"], self.num_classes, self.mean, self.std)
         self.mixed_precision = spec["training"]["mixed_precision"]
         self.hash = spec_hash(spec)
+        self.code_version = code_version()  # one git call per run, not one per checkpoint
         self.position = {"epoch": 0, "step_in_epoch": 0, "perm": None, "sums": [0.0, 0.0, 0], "epoch_time": 0.0, "wall_time": 0.0}
         self.status = "running"
 
@@ -186,7 +187,7 @@ class Trainer:
             "mean": self.mean,
             "std": self.std,
             "status": status,
-            "code_version": code_version(),
+            "code_version": self.code_version,
         }
 
     def save_checkpoint(self, name: str, status: str = "running") -> None:
@@ -343,7 +344,7 @@ class Trainer:
             "final": {k: final_epoch[k] for k in ("test_acc", "test_nll", "test_err", "train_nll", "train_acc")} if final_epoch else None,
             "wall_time_s": wall,
             "images_per_s": seen / wall if wall > 0 else None,
-            "code_version": code_version(),
+            "code_version": self.code_version,
             "seed": self.spec["seed"],
             "device": str(self.device),
             "slurm_job_id": os.environ.get("SLURM_JOB_ID"),  # which cluster job produced the run, if any
