@@ -91,7 +91,7 @@ def test_landscape_centre_is_the_checkpoint_loss(trained, tmp_path):
         logits = model(x)
         nll = float(torch.nn.functional.cross_entropy(logits, torch.from_numpy(labels[chosen])))
         wd = info["run"]["optimizer"]["hparams"]["weight_decay"]
-        decay = 0.5 * wd * sum(float((p**2).sum()) for p in model.parameters() if p.ndim > 1)
+        decay = 0.5 * wd * sum(float((p**2).sum()) for p in model.parameters())  # the recipe decays every parameter (decay: all)
     assert float(centre["nll"]) == pytest.approx(nll, rel=1e-5)
     assert float(centre["loss"]) == pytest.approx(nll + decay, rel=1e-5)
     assert max(float(r["loss"]) for r in rows) > float(centre["loss"])

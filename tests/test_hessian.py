@@ -62,6 +62,10 @@ def soft_targets(batch, classes, seed):
     return torch.softmax(2 * torch.randn(batch, classes, generator=gen, dtype=torch.float64), dim=1)
 
 
+# the reference spectra below were measured with weight decay on the matrices only (biases not decayed)
+DECAY = "matrices"
+
+
 def exact_hessian(model, inputs, targets, weight_decay, decay_all=False):
     """Dense Hessian of the loss in the flat parameters by torch.func (eval mode, math SDPA)."""
     model.eval()
@@ -104,7 +108,7 @@ def test_exact_hessian_is_indefinite(mlp_case):
 
 def test_hvp_matches_exact_hessian_and_counts(mlp_case):
     model, inputs, targets, dense, _ = mlp_case
-    op = HessianOperator(model, inputs, targets, weight_decay=WD)
+    op = HessianOperator(model, inputs, targets, weight_decay=WD, decay=DECAY)
     v = np.random.default_rng(0).standard_normal(op.size)
     np.testing.assert_allclose(op.matvec(v), dense @ v, rtol=0, atol=1e-10 * np.abs(dense @ v).max())
     op.matvec(v)
@@ -113,7 +117,7 @@ def test_hvp_matches_exact_hessian_and_counts(mlp_case):
 
 def test_hvp_equals_central_difference_of_gradients(mlp_case):
     model, inputs, targets, *_ = mlp_case
-    op = HessianOperator(model, inputs, targets, weight_decay=WD)
+    op = HessianOperator(model, inputs, targets, weight_decay=WD, decay=DECAY)
     v = torch.randn(op.size, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     eps = 1e-5
     flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
@@ -121,7 +125,7 @@ def test_hvp_equals_central_difference_of_gradients(mlp_case):
     def gradient_at(w):
         """Gradient of the loss with the weights set to ``w`` (fresh graph)."""
         torch.nn.utils.vector_to_parameters(w, model.parameters())
-        return HessianOperator(model, inputs, targets, weight_decay=WD).gradient()
+        return HessianOperator(model, inputs, targets, weight_decay=WD, decay=DECAY).gradient()
 
     try:
         fd = (gradient_at(flat + eps * v) - gradient_at(flat - eps * v)) / (2 * eps)
@@ -133,16 +137,16 @@ def test_hvp_equals_central_difference_of_gradients(mlp_case):
 
 def test_weight_decay_adds_weight_decay_on_decayed_directions(mlp_case):
     model, inputs, targets, *_ = mlp_case
-    with_wd = HessianOperator(model, inputs, targets, weight_decay=WD)
+    with_wd = HessianOperator(model, inputs, targets, weight_decay=WD, decay=DECAY)
     without = HessianOperator(model, inputs, targets, weight_decay=0.0)
     v = np.random.default_rng(5).standard_normal(with_wd.size)
     mask = with_wd.decay_mask.numpy()
     np.testing.assert_allclose(with_wd.matvec(v) - without.matvec(v), WD * mask * v, atol=1e-12)
-    # default decay: matrices only; biases (1-D) are not decayed
+    # decay set `matrices`: biases (1-D) are not decayed
     assert 0 < mask.sum() < mask.size
     assert mask.sum() == sum(p.numel() for p in model.parameters() if p.ndim > 1)
-    # decaying every parameter shifts the whole spectrum by exactly wd
-    everything = HessianOperator(model, inputs, targets, weight_decay=WD, decay=lambda n, p: True)
+    # decaying every parameter (`all`, the default) shifts the whole spectrum by exactly wd
+    everything = HessianOperator(model, inputs, targets, weight_decay=WD, decay="all")
     shifted = lanczos(everything, "largest", k=1, tol=1e-10).eigenvalues[0]
     plain = lanczos(without, "largest", k=1, tol=1e-10).eigenvalues[0]
     assert shifted - plain == pytest.approx(WD, abs=1e-8)
@@ -150,7 +154,7 @@ def test_weight_decay_adds_weight_decay_on_decayed_directions(mlp_case):
 
 def test_lanczos_matches_exact_spectrum(mlp_case):
     model, inputs, targets, _, spectrum = mlp_case
-    op = HessianOperator(model, inputs, targets, weight_decay=WD)
+    op = HessianOperator(model, inputs, targets, weight_decay=WD, decay=DECAY)
     top = top_eigenvalues(op, "lanczos", k=5, tol=1e-3)
     assert top.converged and top.hvps == op.hvps
     np.testing.assert_allclose(top.eigenvalues, top_by_magnitude(spectrum, 5), rtol=1e-3)
@@ -163,7 +167,7 @@ def test_lanczos_matches_exact_spectrum(mlp_case):
 
 def test_power_iteration_matches_exact_top_magnitude(mlp_case):
     model, inputs, targets, _, spectrum = mlp_case
-    op = HessianOperator(model, inputs, targets, weight_decay=WD)
+    op = HessianOperator(model, inputs, targets, weight_decay=WD, decay=DECAY)
     result = power_iteration(op, k=5, tol=1e-3, seed=0)
     assert result.method == "power" and result.hvps == result.iterations == op.hvps
     # the relative-change stop rule at 1e-3 leaves ~5e-3 errors, up to ~2e-2 on the near-degenerate
@@ -177,7 +181,7 @@ def test_power_iteration_matches_exact_top_magnitude(mlp_case):
 
 def test_budget_exhaustion_is_reported(mlp_case):
     model, inputs, targets, *_ = mlp_case
-    op = HessianOperator(model, inputs, targets, weight_decay=WD)
+    op = HessianOperator(model, inputs, targets, weight_decay=WD, decay=DECAY)
     result = lanczos(op, "most_negative", k=1, tol=1e-8, max_hvps=25, ncv=20)
     assert not result.converged and result.hvps <= 25 + 20
     assert result.eigenvalues.shape == (1,)
@@ -185,7 +189,7 @@ def test_budget_exhaustion_is_reported(mlp_case):
 
 def test_batch_spectrum_rows(mlp_case):
     model, inputs, targets, _, spectrum = mlp_case
-    rows = batch_spectrum(model, inputs, targets, weight_decay=WD, method="lanczos", k=3, tol=1e-3,
+    rows = batch_spectrum(model, inputs, targets, weight_decay=WD, decay=DECAY, method="lanczos", k=3, tol=1e-3,
                           max_hvps=400, seed=0, trace_probes=4)
     kinds = [r["which"] for r in rows]
     assert kinds == ["top_magnitude"] * 3 + ["largest", "most_negative", "trace"]
@@ -196,7 +200,7 @@ def test_batch_spectrum_rows(mlp_case):
     assert by_kind["trace"]["hvps"] == 4 and by_kind["trace"]["stderr"] > 0
     assert all(r["converged"] for r in rows) and len({r["hvps_total"] for r in rows}) == 1
     assert rows[0]["hvps_total"] == sum({r["solve"]: r["hvps"] for r in rows}.values())
-    power_rows = batch_spectrum(model, inputs, targets, weight_decay=WD, method="power", k=2, ends=())
+    power_rows = batch_spectrum(model, inputs, targets, weight_decay=WD, decay=DECAY, method="power", k=2, ends=())
     assert [r["method"] for r in power_rows] == ["power", "power"]
     with pytest.raises(ValueError):
         batch_spectrum(model, inputs, targets, method="shifted_power")
@@ -204,7 +208,7 @@ def test_batch_spectrum_rows(mlp_case):
 
 def test_hutchinson_trace_is_unbiased(mlp_case):
     model, inputs, targets, dense, _ = mlp_case
-    op = HessianOperator(model, inputs, targets, weight_decay=WD)
+    op = HessianOperator(model, inputs, targets, weight_decay=WD, decay=DECAY)
     mean, stderr = hutchinson_trace(op, probes=40, seed=0)
     assert op.hvps == 40 and stderr > 0
     assert abs(mean - np.trace(dense)) < 4 * stderr
@@ -232,7 +236,7 @@ def test_sdpa_attention_model_uses_math_backend():
     inputs = torch.randn(6, 5, 8, generator=torch.Generator().manual_seed(10), dtype=torch.float64)
     targets = soft_targets(6, 5, seed=11)
     dense = exact_hessian(model, inputs, targets, WD)
-    op = HessianOperator(model, inputs, targets, weight_decay=WD)
+    op = HessianOperator(model, inputs, targets, weight_decay=WD, decay=DECAY)
     v = np.random.default_rng(12).standard_normal(op.size)
     np.testing.assert_allclose(op.matvec(v), dense @ v, atol=1e-10 * np.abs(dense @ v).max())
     top = lanczos(op, "top_magnitude", k=2, tol=1e-3)
@@ -241,7 +245,7 @@ def test_sdpa_attention_model_uses_math_backend():
 
 def test_float32_operator_agrees_with_float64(mlp_case):
     model, inputs, targets, dense, _ = mlp_case
-    op32 = HessianOperator(tiny_mlp().float(), inputs.float(), targets.float(), weight_decay=WD)
+    op32 = HessianOperator(tiny_mlp().float(), inputs.float(), targets.float(), weight_decay=WD, decay=DECAY)
     v = np.random.default_rng(13).standard_normal(op32.size)
     out = op32.matvec(v)
     assert out.dtype == np.float64

@@ -61,7 +61,7 @@ def test_landscape_centre_point_and_restore(case):
     directions = random_directions(model, seed=4)
     coords = (np.array([-0.5, 0.0, 1.0]), np.array([0.0, 0.25]))
     rows = loss_landscape_2d(model, dataset_loss_fn(inputs, labels, batch_size=7), directions, coords,
-                             weight_decay=WD)
+                             weight_decay=WD, decay="matrices")
     assert [(r["x"], r["y"]) for r in rows] == [(x, y) for y in coords[1] for x in coords[0]]
     assert model.training and all(torch.equal(state[k], v) for k, v in model.state_dict().items())
 

@@ -34,10 +34,15 @@ def test_step_schedule_decays_at_epoch_boundaries():
     assert factors[:10] == [1.0] * 10 and factors[10:15] == pytest.approx([0.2] * 5) and factors[15:] == pytest.approx([0.04] * 5)
 
 
-def test_weight_decay_skips_biases_and_norms():
+def test_weight_decay_set_is_the_recipes_choice():
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
     for name in ("adamw", "Adagrad"):  # timm's factory and a plain torch.optim class
+        # the authors' default: every parameter decays
         optimizer = build_optimizer(model, name, {"lr": 0.1, "weight_decay": 0.3})
+        decayed = [p for g in optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]]
+        assert len(decayed) == 4
+        # `matrices`: biases and norms are skipped, as timm does
+        optimizer = build_optimizer(model, name, {"lr": 0.1, "weight_decay": 0.3}, decay="matrices")
         decayed = [p for g in optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]]
         assert len(decayed) == 1 and decayed[0] is model[0].weight
 

@@ -116,7 +116,7 @@ def hessian_spectrum_table(checkpoint, train_path, subset_path, settings: dict, 
         seed = settings["seed"] * 1_000_003 + batch
         inputs, targets = augmented_training_batch(augment, images, labels, subset, batch_size, seed)
         rows = batch_spectrum(
-            model, inputs.to(device), targets.to(device), weight_decay=weight_decay, method=settings["method"],
+            model, inputs.to(device), targets.to(device), weight_decay=weight_decay, decay=spec["optimizer"]["decay"], method=settings["method"],
             k=settings["k"], tol=settings["tol"], max_hvps=settings["max_hvps"], seed=seed, trace_probes=settings["trace_probes"],
         )
         return [{"batch": batch, **row} for row in rows]
@@ -142,7 +142,7 @@ def loss_landscape_table(checkpoint, train_path, subset_path, settings: dict, ou
     weight_decay = info["run"]["optimizer"]["hparams"].get("weight_decay", 0.0)
 
     def unit(y: float):
-        return loss_landscape_2d(model, loss_fn, directions, (coords, np.array([y])), weight_decay=weight_decay)
+        return loss_landscape_2d(model, loss_fn, directions, (coords, np.array([y])), weight_decay=weight_decay, decay=info["run"]["optimizer"]["decay"])
 
     table = ResumableTable(out_csv, LANDSCAPE_COLUMNS, "y")
     return table.run((float(y), lambda y=y: unit(y)) for y in coords)

@@ -280,6 +280,7 @@ def selection_run_specs(config: dict, study: dict) -> list[dict]:
                         "batch_size": recipe["batch_size"],
                         "epochs": recipe["epochs"],
                         "warmup_epochs": recipe["warmup_epochs"],
+                        "decay": recipe["decay"],
                         "schedule": recipe["schedule"],
                     },
                     "fraction": float(fraction),

@@ -2,7 +2,7 @@
 
 The loss is the paper's: cross-entropy of the logits against the soft targets of an augmented batch
 (mixup/cutmix/label smoothing) plus the weight-decay term ``0.5 * wd * sum ||p||^2`` over the decayed
-parameters (default: every parameter with ``ndim > 1``).
+parameters (the recipe's decay set, `vitwork.objective`: every parameter by default, as the authors).
 
 The model is evaluated in eval mode. In train mode BatchNorm normalises with the batch's own statistics,
 so the loss of one example depends on every other example in the batch: the Hessian then describes the
@@ -46,36 +46,17 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from vitwork.train import soft_cross_entropy
+from vitwork.objective import decayed_parameter_names, soft_cross_entropy, weight_decay_term
 
-DecaySpec = Callable[[str, torch.Tensor], bool] | Iterable[str] | None
-
-
-def default_decay(name: str, param: torch.Tensor) -> bool:
-    """Decay weights (matrices, conv kernels, ndim > 1), not biases, norms or 1-D embeddings."""
-    return param.ndim > 1
-
-
-def decayed_names(model: torch.nn.Module, decay: DecaySpec = None) -> set[str]:
-    """Names of the trainable parameters the weight-decay term covers (a predicate or a list of names)."""
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    if decay is None:
-        decay = default_decay
-    if callable(decay):
-        return {n for n, p in named if decay(n, p)}
+def decayed_names(model: torch.nn.Module, decay: str | Iterable[str] = "all") -> set[str]:
+    """Names of the trainable parameters the weight-decay term covers: a decay set of vitwork.objective, or names."""
+    if isinstance(decay, str):
+        return decayed_parameter_names(model, decay)
     names = set(decay)
-    unknown = names - {n for n, _ in named}
+    unknown = names - {n for n, p in model.named_parameters() if p.requires_grad}
     if unknown:
         raise KeyError(f"decay names not among the model's trainable parameters: {sorted(unknown)}")
     return names
-
-
-def weight_decay_term(named_params: Iterable[tuple[str, torch.Tensor]], weight_decay: float,
-                      names: set[str]) -> torch.Tensor | float:
-    """``0.5 * weight_decay * sum ||p||^2`` over the named parameters in ``names``."""
-    if weight_decay == 0.0:
-        return 0.0
-    return 0.5 * weight_decay * sum(p.pow(2).sum() for n, p in named_params if n in names)
 
 
 @contextlib.contextmanager
@@ -99,7 +80,7 @@ def analysis_mode(model: torch.nn.Module, train: bool = False):
 
 
 def regularised_loss(model: torch.nn.Module, inputs: torch.Tensor, soft_targets: torch.Tensor,
-                     weight_decay: float = 0.0, decay: DecaySpec = None) -> torch.Tensor:
+                     weight_decay: float = 0.0, decay: str | Iterable[str] = "all") -> torch.Tensor:
     """The analysed loss: soft-target cross-entropy plus the weight-decay term (model mode as it is)."""
     names = decayed_names(model, decay)
     loss = soft_cross_entropy(model(inputs), soft_targets)
@@ -115,7 +96,7 @@ class HessianOperator:
     """
 
     def __init__(self, model: torch.nn.Module, inputs: torch.Tensor, soft_targets: torch.Tensor,
-                 weight_decay: float = 0.0, decay: DecaySpec = None, train_mode: bool = False):
+                 weight_decay: float = 0.0, decay: str | Iterable[str] = "all", train_mode: bool = False):
         self.names, self.params = zip(*[(n, p) for n, p in model.named_parameters() if p.requires_grad])
         self.device, self.dtype = self.params[0].device, self.params[0].dtype
         self.size = sum(p.numel() for p in self.params)
@@ -319,7 +300,7 @@ def _rows(result: EigenResult) -> list[dict]:
 def batch_spectrum(model: torch.nn.Module, inputs: torch.Tensor, soft_targets: torch.Tensor,
                    weight_decay: float = 0.0, method: str = "lanczos", k: int = 5, tol: float = 1e-3,
                    max_hvps: int = 500, seed: int = 0, trace_probes: int = 0,
-                   ends: Sequence[str] = ("largest", "most_negative"), decay: DecaySpec = None,
+                   ends: Sequence[str] = ("largest", "most_negative"), decay: str | Iterable[str] = "all",
                    ncv: int | None = None) -> list[dict]:
     """Eigenvalues (and optionally the Hutchinson trace) of one mini-batch's Hessian as tidy rows.
 

@@ -15,8 +15,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from vitwork.hessian import DecaySpec, analysis_mode, decayed_names, weight_decay_term
-from vitwork.train import soft_cross_entropy
+from vitwork.hessian import analysis_mode, decayed_names
+from vitwork.objective import soft_cross_entropy, weight_decay_term
 
 Direction = dict[str, torch.Tensor]
 
@@ -84,7 +84,7 @@ def _set_point(params: dict[str, torch.nn.Parameter], origin: dict[str, torch.Te
 
 def loss_landscape_2d(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module], tuple[float, float]],
                       directions: Sequence[Direction], coords: np.ndarray | Sequence[np.ndarray] | None = None,
-                      weight_decay: float = 0.0, decay: DecaySpec = None) -> list[dict]:
+                      weight_decay: float = 0.0, decay: str | Sequence[str] = "all") -> list[dict]:
     """Loss, NLL and accuracy on the plane ``w + x * d1 + y * d2`` as tidy rows ``(x, y, loss, nll, accuracy)``.
 
     ``coords``: one 1-D array used for both axes, or a pair ``(xs, ys)``; default 21 points over [-1, 1].

@@ -7,6 +7,8 @@ import math
 import torch
 from timm.optim import create_optimizer_v2, list_optimizers
 
+from vitwork.objective import decay_param_groups
+
 
 def _torch_optimizer_class(name: str):
     """The torch.optim class whose name matches `name` case-insensitively, or None."""
@@ -22,25 +24,16 @@ def is_known_optimizer(name: str) -> bool:
     return name.lower() in list_optimizers() or _torch_optimizer_class(name) is not None
 
 
-def decayed_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
-    """Parameters that take weight decay: every tensor with ndim > 1 (no biases, no norm scales, as timm does)."""
-    return [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
-
-
-def build_optimizer(model: torch.nn.Module, name: str, hparams: dict) -> torch.optim.Optimizer:
-    """Create the optimizer `name` with `hparams`; weight decay skips 1-D parameters (biases, norms)."""
+def build_optimizer(model: torch.nn.Module, name: str, hparams: dict, decay: str = "all") -> torch.optim.Optimizer:
+    """Create the optimizer `name` with `hparams`; weight decay applies to the decay set `decay` (vitwork.objective)."""
     hparams = dict(hparams)
+    groups = decay_param_groups(model, hparams.get("weight_decay", 0.0), decay)
     if name.lower() in list_optimizers():
-        return create_optimizer_v2(model, opt=name.lower(), **hparams)
+        return create_optimizer_v2(groups, opt=name.lower(), **hparams)
     cls = _torch_optimizer_class(name)
     if cls is None:
         raise ValueError(f"unknown optimizer {name!r}")
-    weight_decay = hparams.pop("weight_decay", 0.0)
-    decayed = {id(p) for p in decayed_parameters(model)}
-    groups = [
-        {"params": [p for p in model.parameters() if id(p) in decayed], "weight_decay": weight_decay},
-        {"params": [p for p in model.parameters() if p.requires_grad and id(p) not in decayed], "weight_decay": 0.0},
-    ]
+    hparams.pop("weight_decay", None)
     return cls(groups, **hparams)
 
 

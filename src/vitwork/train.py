@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from vitwork.augment import TrainAugment
@@ -29,6 +28,7 @@ from vitwork.data import load_meta, load_split
 from vitwork.devices import autocast, resolve_device
 from vitwork.io import append_jsonl, code_version, read_jsonl, save_torch_atomic, write_json
 from vitwork.models import create_model
+from vitwork.objective import soft_cross_entropy
 from vitwork.optim import build_optimizer, build_scheduler
 from vitwork.robustness import evaluate_arrays
 
@@ -38,15 +38,6 @@ PREEMPTED_EXIT_CODE = 143
 
 class Preempted(Exception):
     """Training stopped on a signal after saving its resume state."""
-
-
-def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy against soft (mixed, smoothed) targets, or int labels: the training loss and NLL_train.
-
-    The Hessian and landscape analyses use it too, so every analysis sees exactly the training objective.
-    """
-    # at least float32 (bf16 logits under autocast), float64 kept for exact-Hessian checks
-    return F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), targets)
 
 
 def checkpoint_names(spec: dict) -> list[str]:
@@ -161,7 +152,7 @@ class Trainer:
         self.channels_last = on_gpu and spec["training"]["channels_last"]
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.optimizer = build_optimizer(self.model, opt["name"], opt["hparams"])
+        self.optimizer = build_optimizer(self.model, opt["name"], opt["hparams"], opt["decay"])
         self.scheduler = build_scheduler(self.optimizer, self.steps_per_epoch, opt["warmup_epochs"], opt["epochs"], opt["schedule"])
         self.augment = TrainAugment(spec["training"], self.num_classes, self.mean, self.std)
         self.mixed_precision = spec["training"]["mixed_precision"]
