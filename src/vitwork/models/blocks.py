@@ -20,7 +20,7 @@ TAPS = ("output", "input")
 
 # arch name -> family, filled by `register_family` as the model modules are imported
 MODEL_FAMILIES: dict[str, str] = {}
-FAMILIES = ("resnet", "preact_resnet", "vit", "vit_local", "alternet")
+FAMILIES = ("resnet", "preact_resnet", "alternet", "swin", "pit", "vit_local", "vit")
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,8 @@ class BlockInfo:
 
     ``tap="output"`` reads the output of ``module`` (forward hook); ``tap="input"`` reads the first input of
     ``module`` (forward pre-hook), which is how a ViT's MSA sub-block with its skip is read (input of ``norm2``).
-    ``num_prefix_tokens`` is the number of leading non-spatial tokens (CLS) of a ``[B, N, C]`` token output.
+    ``num_prefix_tokens`` is the number of leading non-spatial tokens (CLS) of a ``[B, N, C]`` token output;
+    ``channels_last`` marks a 4-D output laid out ``[B, H, W, C]`` (timm's Swin) instead of ``[B, C, H, W]``.
     """
 
     name: str
@@ -37,6 +38,7 @@ class BlockInfo:
     module: nn.Module
     tap: str = "output"
     num_prefix_tokens: int = 0
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         """Reject kinds and taps outside the contract."""
@@ -55,11 +57,11 @@ def register_tap(info: BlockInfo, fn: Callable[[torch.Tensor], None]) -> Removab
     return info.module.register_forward_pre_hook(lambda _module, args: fn(args[0]))
 
 
-def tokens_to_map(tensor: torch.Tensor, num_prefix_tokens: int = 0) -> torch.Tensor:
-    """``[B, C, H, W]`` map of a block output: NCHW passes through, ``[B, N, C]`` tokens lose prefix tokens and
-    are reshaped to the square token grid."""
+def tokens_to_map(tensor: torch.Tensor, num_prefix_tokens: int = 0, channels_last: bool = False) -> torch.Tensor:
+    """``[B, C, H, W]`` map of a block output: NCHW passes through, NHWC (``channels_last``) is permuted,
+    ``[B, N, C]`` tokens lose prefix tokens and are reshaped to the square token grid."""
     if tensor.dim() == 4:
-        return tensor
+        return tensor.permute(0, 3, 1, 2) if channels_last else tensor
     if tensor.dim() != 3:
         raise ValueError(f"expected a [B, C, H, W] map or [B, N, C] tokens, got shape {tuple(tensor.shape)}")
     tokens = tensor[:, num_prefix_tokens:]
@@ -108,7 +110,7 @@ def capture_feature_maps(
     missing = [info.name for info, t in zip(blocks, captured) if t is None]
     if missing:
         raise RuntimeError(f"blocks {missing} were not run by the forward pass")
-    return [(info, tokens_to_map(t, info.num_prefix_tokens)) for info, t in zip(blocks, captured)]
+    return [(info, tokens_to_map(t, info.num_prefix_tokens, info.channels_last)) for info, t in zip(blocks, captured)]
 
 
 def set_fused_attention(model: nn.Module, enabled: bool) -> int:
