@@ -22,7 +22,7 @@ from vitwork.io import atomic_path
 
 RUN_STATUSES = ("finished", "diverged")
 # Strong to weak inductive bias: the order of models in every table and figure (claim 1 of STUDY.md).
-FAMILY_ORDER = ("resnet", "preact_resnet", "alternet", "vit_local", "vit")
+FAMILY_ORDER = ("resnet", "preact_resnet", "alternet", "swin", "pit", "vit_local", "vit")
 FRACTION_METRICS = ("test_acc", "train_acc")
 REQUIRED_RUN_KEYS = ("run_id", "spec", "status", "final")
 
@@ -52,7 +52,7 @@ class RunResult:
 
     @property
     def family(self) -> str:
-        """The model family (`resnet`, `preact_resnet`, `vit`, `vit_local`, `alternet`)."""
+        """The model family (`vitwork.results.FAMILY_ORDER`: `resnet`, ..., `swin`, `pit`, `vit_local`, `vit`)."""
         return self.spec["model"]["family"]
 
     @property

@@ -19,11 +19,14 @@ from vitwork.config import format_number  # noqa: F401  (one formatting of numbe
 from vitwork.io import atomic_path
 from vitwork.results import FAMILY_ORDER, model_sort_key, write_csv
 
-# Okabe-Ito colours (colour-blind safe): convolutional families in blues/green, attention in orange/red.
+# Okabe-Ito colours (colour-blind safe): convolutional families in blues/green, hierarchical ViTs in purple/black,
+# single-stage ViTs in orange/red.
 FAMILY_COLORS = {
     "resnet": "#0072B2",
     "preact_resnet": "#56B4E9",
     "alternet": "#009E73",
+    "swin": "#CC79A7",
+    "pit": "#000000",
     "vit_local": "#E69F00",
     "vit": "#D55E00",
 }
@@ -32,6 +35,8 @@ FAMILY_LABELS = {
     "resnet": "ResNet",
     "preact_resnet": "pre-act ResNet",
     "alternet": "AlterNet",
+    "swin": "Swin",
+    "pit": "PiT",
     "vit_local": "local-MSA ViT",
     "vit": "ViT",
 }

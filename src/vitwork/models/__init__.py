@@ -1,4 +1,4 @@
-"""The vitwork model zoo: CIFAR ResNets, pre-activation ResNets, ViTs (global and local MSA) and AlterNet.
+"""The vitwork model zoo: CIFAR ResNets, pre-activation ResNets, ViTs (global and local MSA), AlterNet, PiT, Swin.
 
 All are timm models, registered on import, so ``timm.create_model("vitwork_resnet50", num_classes=100)``
 works once this package is imported. Every model lists its blocks with ``feature_blocks()`` (see
@@ -12,7 +12,7 @@ from typing import Any
 import timm
 from torch import nn
 
-from . import alternet, resnet, vit  # noqa: F401  (imported for their timm registrations)
+from . import alternet, pit, resnet, swin, vit  # noqa: F401  (imported for their timm registrations)
 from .blocks import BLOCK_KINDS, MODEL_FAMILIES, BlockInfo, capture_feature_maps, set_fused_attention
 
 __all__ = [
@@ -32,7 +32,7 @@ def available_models() -> list[str]:
 
 
 def model_family(arch: str) -> str:
-    """Family of a registered architecture: resnet, preact_resnet, vit, vit_local or alternet."""
+    """Family of a registered architecture: one of ``vitwork.models.blocks.FAMILIES``."""
     if arch not in MODEL_FAMILIES:
         raise ValueError(f"unknown architecture {arch!r}; available: {available_models()}")
     return MODEL_FAMILIES[arch]
