@@ -27,9 +27,9 @@ def test_paper_config_expands_into_the_studies_runs(repo):
     grid = study_run_specs(config, "optimizer_grid")
     # 2 models x (sgd 3x2 + adam 3x2 + adamw 3x2) settings
     assert len(grid) == 2 * (6 + 6 + 6)
-    # inductive bias (5) + data size (2 models x 4 more fractions; the 1.0 runs are shared) + grid, then the runs
-    # only analyses need: ViT-Ti GAP, local 3x3 and 8x8, the 4 smaller AlterNets, AlterNet on 4 smaller fractions
-    assert len(runs) == 5 + 2 * 4 + len(grid) + 3 + 4 + 4
+    # inductive bias (8) + data size (2 models x 4 more fractions; the 1.0 runs are shared) + grid, then the runs
+    # only analyses need: ViT-Ti GAP, local 3x3, the 4 smaller AlterNets, AlterNet on 4 smaller fractions
+    assert len(runs) == 8 + 2 * 4 + len(grid) + 2 + 4 + 4
     vit = runs["vit_ti/adamw-lr1.25e-4-wd0.05/f1.0/s0"]
     assert vit["model"]["family"] == "vit"
     assert vit["optimizer"]["warmup_epochs"] == 5 and vit["optimizer"]["epochs"] == 300
