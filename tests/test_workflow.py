@@ -60,13 +60,13 @@ def demo_run(tmp_path_factory):
 @pytest.mark.slow
 def test_demo_trains_every_model_family(demo_run):
     families = {json.loads(p.read_text())["spec"]["model"]["family"] for p in demo_run.glob("runs/**/run.json")}
-    assert families == {"resnet", "preact_resnet", "alternet", "swin", "pit", "vit_local", "vit"}
+    assert families == {"resnet", "preact_resnet", "alternet", "vit_local", "vit"}  # PiT and Swin: config.yaml only
     summary = read_csv(demo_run / "summary.csv")
-    # 30 runs of the training studies + two smaller AlterNets, AlterNet on 2 smaller fractions
-    assert len(summary) == len(list(demo_run.glob("runs/**/run.json"))) == 30 + 4
+    # 28 runs of the training studies + two smaller AlterNets, AlterNet on 2 smaller fractions
+    assert len(summary) == len(list(demo_run.glob("runs/**/run.json"))) == 28 + 4
     resnet = next(r for r in summary if r["run_id"] == "resnet/adamw-lr2e-3-wd0.05/f1.0/s0")
     assert float(resnet["test_acc_pct"]) > 50  # 10 classes: chance is 10%
-    assert (demo_run / "summary.md").read_text().count("\n") >= 2 + 34
+    assert (demo_run / "summary.md").read_text().count("\n") >= 2 + 32
 
 
 @pytest.mark.slow
