@@ -16,6 +16,7 @@ include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/analysis.smk"
 include: "rules/figures.smk"
+include: "rules/claims.smk"
 
 
 report: "report/workflow.rst"
@@ -25,3 +26,4 @@ rule all:
     default_target: True
     input:
         all_targets(),
+        rules.claims.output,
