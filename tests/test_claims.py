@@ -89,8 +89,10 @@ def test_roles_come_from_the_architecture_not_the_name(roster):
     # the global side of the kernel comparison: the vit_local whose kernel covers the grid, before a plain ViT
     assert roster.pick_pair(claims._kernel(5), claims._global_msa, present,
                             rank_b=lambda t: t.family != "vit_local") == ("window5", "window8")
-    assert roster.pick_pair(claims._kernel(5), claims._global_msa, ["window5", "transformer"]) == (
-        "window5", "transformer")
+    # the local ViTs pool by GAP (as the authors'): a CLS ViT is no like-for-like partner, a GAP ViT of their shape is
+    assert roster.pick_pair(claims._kernel(5), claims._global_msa, ["window5", "transformer"]) is None
+    assert roster.pick_pair(claims._kernel(5), claims._global_msa, ["window5", "transformer_gap"]) == (
+        "window5", "transformer_gap")
 
 
 def test_like_for_like_pairs_need_the_same_vit_size():
