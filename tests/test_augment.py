@@ -1,5 +1,6 @@
 """Training augmentation: crop/flip, timm's RandAugment law batched on tensors, mixup/cutmix, all from one generator."""
 
+import contextlib
 import random
 from pathlib import Path
 
@@ -54,16 +55,23 @@ def varied_images(n: int = 16, size: int = 32) -> torch.Tensor:
     return images
 
 
+@contextlib.contextmanager
+def timm_negating(negate: bool):
+    """Fixes timm's _randomly_negate (negative when random.random() > 0.5) inside the block."""
+    saved = random.random
+    random.random = (lambda: 0.9) if negate else (lambda: 0.1)
+    try:
+        yield
+    finally:
+        random.random = saved
+
+
 def timm_operation(images: torch.Tensor, name: str, magnitude: float, negate: bool, resample) -> torch.Tensor:
     """timm's AugmentOp at a fixed magnitude, sign and filter on each image as a PIL image (uint8 NCHW back)."""
     hparams = TIMM_HPARAMS | {"magnitude_std": 0, "interpolation": resample}
     op = auto_augment.AugmentOp(name, prob=1.0, magnitude=magnitude, hparams=hparams)
-    saved = random.random
-    random.random = (lambda: 0.9) if negate else (lambda: 0.1)  # timm's _randomly_negate: negative above 0.5
-    try:
+    with timm_negating(negate):
         out = [np.asarray(op(Image.fromarray(image.permute(1, 2, 0).numpy()))) for image in images]
-    finally:
-        random.random = saved
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2)
 
 
@@ -93,12 +101,8 @@ def test_level_arguments_are_timms():
         for negate in (False, True):
             op = torch.full((len(magnitudes),), OPERATION_INDEX[name])
             ours = timm_arguments(op, torch.tensor(magnitudes, dtype=torch.float64), torch.full_like(op, negate, dtype=torch.bool), 32, 32)
-            saved = random.random
-            random.random = (lambda: 0.9) if negate else (lambda: 0.1)
-            try:
+            with timm_negating(negate):
                 expected = [level_to_arg(m, TIMM_HPARAMS)[0] if level_to_arg else 0.0 for m in magnitudes]
-            finally:
-                random.random = saved
             if name.startswith("Translate"):
                 expected = [pct * 32 for pct in expected]  # timm's translate_*_rel turns the fraction into pixels
             assert ours.tolist() == expected, name
