@@ -33,7 +33,7 @@ def test_paper_config_expands_into_the_studies_runs(repo):
     vit = runs["vit_ti/adamw-lr1.25e-4-wd0.05/f1.0/s0"]
     assert vit["model"]["family"] == "vit"
     assert vit["optimizer"]["warmup_epochs"] == 5 and vit["optimizer"]["epochs"] == 300
-    assert vit["training"]["randaugment"] == {"num_ops": 2, "magnitude": 9, "magnitude_std": 1.0}
+    assert vit["training"]["randaugment"] == {"law": "timm", "num_ops": 2, "magnitude": 9, "magnitude_std": 1.0}
     assert "resnet50/sgd_grid-lr0.03-wd5e-5-m0.9/f1.0/s0" in runs
 
 

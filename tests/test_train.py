@@ -1,18 +1,14 @@
-"""Training: schedules, augmentation, resume equality, pre-emption, divergence, checkpoints."""
+"""Training: schedules, resume equality, pre-emption, divergence, checkpoints."""
 
 import math
-import os
 import signal
 import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 import torch
-import yaml
 
-from vitwork.augment import TrainAugment, random_crop_flip, seeded_rng
 from vitwork.config import study_run_specs, validate_config
 from vitwork.data import prepare_dataset, write_subset
 from vitwork.io import read_json, read_jsonl
@@ -45,39 +41,6 @@ def test_weight_decay_set_is_the_recipes_choice():
         optimizer = build_optimizer(model, name, {"lr": 0.1, "weight_decay": 0.3}, decay="matrices")
         decayed = [p for g in optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]]
         assert len(decayed) == 1 and decayed[0] is model[0].weight
-
-
-def test_crop_flip_is_per_image_and_seeded():
-    images = torch.arange(4 * 3 * 8 * 8, dtype=torch.uint8).view(4, 3, 8, 8)
-    assert torch.equal(random_crop_flip(images, 0, False, torch.Generator().manual_seed(0)), images)
-    a = random_crop_flip(images, 2, True, torch.Generator().manual_seed(1))
-    b = random_crop_flip(images, 2, True, torch.Generator().manual_seed(1))
-    assert torch.equal(a, b) and a.shape == images.shape
-    # each output is a shifted window of its own padded input: its non-zero pixels come from that image
-    for i in range(4):
-        values = set(a[i].flatten().tolist()) - {0}
-        assert values <= set(images[i].flatten().tolist())
-
-
-@pytest.fixture
-def training():
-    config = validate_config(yaml.safe_load(open(os.path.join(os.path.dirname(__file__), "..", "config.yaml"))) | {"dataset": {"source": "synthetic"}})
-    return config["training"]
-
-
-def test_augmented_batch_is_reproducible_under_a_seed(training):
-    augment = TrainAugment(training, num_classes=10, mean=[0.5] * 3, std=[0.25] * 3)
-    images = torch.randint(0, 256, (8, 32, 32, 3), dtype=torch.uint8)
-    labels = torch.arange(8) % 10
-
-    def batch(seed):
-        with seeded_rng(seed):
-            return augment(images, labels, torch.Generator().manual_seed(seed))
-
-    (x1, t1), (x2, t2), (x3, t3) = batch(0), batch(0), batch(1)
-    assert torch.equal(x1, x2) and torch.equal(t1, t2)
-    assert not torch.equal(x1, x3)
-    assert torch.allclose(t1.sum(-1), torch.ones(8)) and (t1 > 0).all()  # mixed, smoothed soft targets
 
 
 def tiny_spec(tmp_path, **optimizer):

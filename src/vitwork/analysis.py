@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from vitwork.augment import TrainAugment, eval_inputs, seeded_rng
+from vitwork.augment import TrainAugment, eval_inputs
 from vitwork.data import load_split
 from vitwork.results import write_csv
 from vitwork.devices import resolve_device
@@ -94,8 +94,7 @@ def augmented_training_batch(augment: TrainAugment, images, labels, subset, batc
     """One training mini-batch of the run's data with its training augmentation, fixed by `seed`."""
     generator = torch.Generator().manual_seed(seed)
     chosen = subset[torch.randperm(len(subset), generator=generator)[:batch_size].numpy()]
-    with seeded_rng(seed):
-        return augment(torch.from_numpy(images[chosen]), torch.from_numpy(labels[chosen]), generator)
+    return augment(torch.from_numpy(images[chosen]), torch.from_numpy(labels[chosen]), generator)
 
 
 def hessian_spectrum_table(checkpoint, train_path, subset_path, settings: dict, out_csv, device="auto", threads=1):

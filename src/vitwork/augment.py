@@ -1,37 +1,18 @@
 """Training augmentation on batches of uint8 images, on the device where the data lives.
 
-Crop and flip are drawn from an explicit torch.Generator; RandAugment (torchvision) draws from torch's global
-generator and mixup/cutmix (timm) from numpy's, so `seeded_rng` can rebuild exactly the same augmented batch:
-the Hessian analysis evaluates the loss of a fixed augmented batch.
+Every random draw (crop, flip, RandAugment, mixup/cutmix) comes from the run's torch.Generator, on the batch's
+device: no global RNG is read or changed, so a resumed run continues the same stream and a fixed augmented batch
+(the Hessian's) is rebuilt from a seeded generator alone.
 """
 
 from __future__ import annotations
 
-import contextlib
-import random
+from dataclasses import dataclass
 
-import numpy as np
 import torch
-from timm.data.mixup import Mixup, mixup_target
-from torchvision.transforms import v2
+from timm.data.mixup import mixup_target
 
-
-@contextlib.contextmanager
-def seeded_rng(seed: int):
-    """Seed torch, numpy and random globally inside the block, restoring the previous states after it."""
-    states = (torch.random.get_rng_state(), np.random.get_state(), random.getstate())
-    cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    random.seed(seed)
-    try:
-        yield
-    finally:
-        torch.random.set_rng_state(states[0])
-        np.random.set_state(states[1])
-        random.setstate(states[2])
-        if cuda_states is not None:
-            torch.cuda.set_rng_state_all(cuda_states)
+from vitwork.randaugment import build_randaugment
 
 
 def random_crop_flip(images: torch.Tensor, padding: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
@@ -54,51 +35,110 @@ def random_crop_flip(images: torch.Tensor, padding: int, flip: bool, generator: 
     return images.contiguous()
 
 
-class RandAugmentPerImage:
-    """torchvision RandAugment applied image by image, with a magnitude drawn per image from N(m, std) (timm's mstd)."""
+def beta_sample(alpha: float, generator: torch.Generator, device) -> torch.Tensor:
+    """One Beta(alpha, alpha) draw (float64, 0-dim) as a ratio of gammas: torch.distributions takes no generator,
+    its gamma sampler does."""
+    gammas = torch._standard_gamma(torch.full((2,), float(alpha), dtype=torch.float64, device=device), generator=generator)
+    return gammas[0] / gammas.sum()
 
-    def __init__(self, num_ops: int, magnitude: float, magnitude_std: float):
-        self.num_ops, self.magnitude, self.magnitude_std = num_ops, magnitude, magnitude_std
-        self._by_magnitude = {m: v2.RandAugment(num_ops=num_ops, magnitude=m, num_magnitude_bins=31) for m in range(31)}
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        magnitudes = torch.normal(self.magnitude, max(self.magnitude_std, 1e-12), (len(images),))
-        magnitudes = magnitudes.round().clamp(0, 30).long().tolist()
-        return torch.stack([self._by_magnitude[m](image) for m, image in zip(magnitudes, images)])
+@dataclass(frozen=True)
+class MixDraw:
+    """One batch's mixup/cutmix draw (0-dim tensors on the batch's device)."""
+
+    mixed: torch.Tensor  # bool: the batch is mixed (probability `prob`)
+    cutmix: torch.Tensor  # bool: by cutmix, else by mixup
+    lam: torch.Tensor  # float64: the Beta draw of the chosen mode (before cutmix's area correction)
+    centre_y: torch.Tensor  # int64: cutmix box centre row, uniform in [0, H)
+    centre_x: torch.Tensor  # int64: cutmix box centre column, uniform in [0, W)
+
+
+class MixupCutmix:
+    """timm's Mixup in mode "batch": with probability `prob` the batch is mixed with its reverse, by cutmix
+    (probability `switch_prob` when both alphas are positive) or by mixup; cutmix's square box is clipped to the image
+    and lam corrected to the pasted area; soft targets by timm's mixup_target with label smoothing.
+
+    Written out because timm's Mixup draws from numpy's global state; here the draws come from the run's generator,
+    on the batch's device, without a host round trip.
+    """
+
+    def __init__(self, mixup_alpha: float, cutmix_alpha: float, prob: float, switch_prob: float, label_smoothing: float, num_classes: int):
+        self.mixup_alpha, self.cutmix_alpha = float(mixup_alpha), float(cutmix_alpha)
+        self.prob, self.switch_prob = float(prob), float(switch_prob)
+        self.label_smoothing, self.num_classes = float(label_smoothing), num_classes
+
+    def draw(self, height: int, width: int, generator: torch.Generator, device) -> MixDraw:
+        def uniform():
+            return torch.rand((), generator=generator, device=device, dtype=torch.float64)
+
+        one = torch.ones((), dtype=torch.float64, device=device)
+        mixed, switch = uniform() < self.prob, uniform() < self.switch_prob
+        lam_mixup = beta_sample(self.mixup_alpha, generator, device) if self.mixup_alpha > 0 else one
+        lam_cutmix = beta_sample(self.cutmix_alpha, generator, device) if self.cutmix_alpha > 0 else one
+        if self.mixup_alpha > 0 and self.cutmix_alpha > 0:
+            cutmix = switch
+        else:
+            cutmix = torch.full((), self.cutmix_alpha > 0, device=device)
+        centre_y = torch.randint(0, height, (), generator=generator, device=device)
+        centre_x = torch.randint(0, width, (), generator=generator, device=device)
+        return MixDraw(mixed, cutmix, torch.where(cutmix, lam_cutmix, lam_mixup), centre_y, centre_x)
+
+    def apply(self, x: torch.Tensor, labels: torch.Tensor, draw: MixDraw) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mixed float NCHW inputs, soft targets) for one draw."""
+        _, _, h, w = x.shape
+        lam = torch.where(draw.mixed, draw.lam, 1.0)
+        # timm's rand_bbox: a square of side sqrt(1 - lam) (truncated) centred at the draw, clipped to the image
+        ratio = torch.sqrt(1 - lam)
+        cut_h, cut_w = (h * ratio).long(), (w * ratio).long()
+        top, bottom = (draw.centre_y - cut_h // 2).clamp(0, h), (draw.centre_y + (cut_h + 1) // 2).clamp(0, h)
+        left, right = (draw.centre_x - cut_w // 2).clamp(0, w), (draw.centre_x + (cut_w + 1) // 2).clamp(0, w)
+        rows, cols = torch.arange(h, device=x.device)[:, None], torch.arange(w, device=x.device)
+        box = (rows >= top) & (rows < bottom) & (cols >= left) & (cols < right)
+        cut = draw.mixed & draw.cutmix
+        flipped = x.flip(0)
+        blended = x * lam.to(x.dtype) + flipped * (1 - lam).to(x.dtype)
+        x = torch.where(cut, torch.where(box, flipped, x), blended)
+        lam = torch.where(cut, 1 - ((bottom - top) * (right - left)).double() / float(h * w), lam)
+        return x, mixup_target(labels, self.num_classes, lam, self.label_smoothing)
+
+    def __call__(self, x: torch.Tensor, labels: torch.Tensor, generator: torch.Generator):
+        return self.apply(x, labels, self.draw(x.shape[-2], x.shape[-1], generator, x.device))
 
 
 class TrainAugment:
-    """(uint8 NHWC images, int labels) -> (normalised float NCHW inputs, soft targets) with the run's augmentation."""
+    """(uint8 NHWC images, int labels) -> (normalised float NCHW inputs, soft targets) with the run's augmentation:
+    crop and flip, RandAugment (`training.randaugment`, law timm or torchvision), normalisation, mixup/cutmix."""
 
     def __init__(self, training: dict, num_classes: int, mean, std):
         self.training = training
         self.num_classes = num_classes
         self.mean, self.std = mean, std
-        ra = training.get("randaugment")
-        self.randaugment = RandAugmentPerImage(ra["num_ops"], ra["magnitude"], ra["magnitude_std"]) if ra else None
+        self.randaugment = build_randaugment(training.get("randaugment"), mean)
         mixing = training["mix_prob"] > 0 and (training["mixup_alpha"] > 0 or training["cutmix_alpha"] > 0)
         self.mixup = (
-            Mixup(
+            MixupCutmix(
                 mixup_alpha=training["mixup_alpha"],
                 cutmix_alpha=training["cutmix_alpha"],
                 prob=training["mix_prob"],
                 switch_prob=training["mix_switch_prob"],
-                mode="batch",
                 label_smoothing=training["label_smoothing"],
                 num_classes=num_classes,
             )
             if mixing
             else None
         )
+        self._statistics_on = {}  # device -> (mean, std) tensors, copied there once rather than every batch
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator):
         x = images.permute(0, 3, 1, 2)
         x = random_crop_flip(x, self.training["crop_padding"], self.training["horizontal_flip"], generator)
         if self.randaugment is not None:
-            x = self.randaugment(x)
-        x = normalise(x, self.mean, self.std)
-        if self.mixup is not None and len(x) % 2 == 0:
-            return self.mixup(x, labels)
+            x = self.randaugment(x, generator)
+        if x.device not in self._statistics_on:
+            self._statistics_on[x.device] = tuple(torch.as_tensor(v, dtype=torch.float32, device=x.device) for v in (self.mean, self.std))
+        x = normalise(x, *self._statistics_on[x.device])
+        if self.mixup is not None and len(x) % 2 == 0:  # timm's batch mixing pairs each image with its reverse
+            return self.mixup(x, labels, generator)
         return x, mixup_target(labels, self.num_classes, lam=1.0, smoothing=self.training["label_smoothing"])
 
 
