@@ -1,17 +1,22 @@
 """One training run: (model, optimizer setting, fraction, seed) -> checkpoints, metrics.jsonl, run.json.
 
+Three parts: `TrainStep` (one update, with no host-device synchronisation), `Trainer` (the epoch loop: divergence
+checks, evaluation, resume state, pre-emption) and `vitwork.checkpoints` (reading checkpoints and publishing).
+
 Work in progress lives in `<run>/work/` (resume state, metrics so far, checkpoints so far), which the workflow
-never deletes; the declared outputs are published from it only when the run ends, run.json last. A SIGTERM or
-SIGUSR1 (what Slurm sends before killing or requeueing) saves the exact position, mid-epoch included, and the
-next attempt resumes from it to the same result as an uninterrupted run.
+never deletes; the declared outputs are published from it only when the run ends, run.json last. Every file is
+written atomically and resume.pt holds the metrics of the epochs it has trained, so a kill at any point resumes
+to the same result as an uninterrupted run: a SIGTERM or SIGUSR1 (what Slurm sends before killing or requeueing)
+saves the exact position, mid-epoch included; a hard kill resumes from the last epoch end; an unreadable resume
+state is set aside and the run continues from its last good checkpoint.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import logging
 import math
-import os
-import random
 import shutil
 import signal
 import sys
@@ -23,43 +28,32 @@ import torch
 from tqdm import tqdm
 
 from vitwork.augment import TrainAugment
+from vitwork.checkpoints import (  # noqa: F401  (load_checkpoint_model: vitwork.train's interface for analyses)
+    build_model,
+    checkpoint_names,
+    latest_resumable_state,
+    load_checkpoint_model,
+    plain_state_dict,
+    publish_run,
+    run_summary,
+)
 from vitwork.config import spec_hash
-from vitwork.data import load_meta, load_split
-from vitwork.devices import autocast, resolve_device
-from vitwork.io import append_jsonl, code_version, read_jsonl, save_torch_atomic, write_json
-from vitwork.models import create_model
+from vitwork.data import load_meta, load_split, stratified_subset
+from vitwork.devices import applies_on, autocast, resolve_device
+from vitwork.io import append_jsonl, atomic_path, code_version, save_torch_atomic
 from vitwork.objective import soft_cross_entropy
 from vitwork.optim import build_optimizer, build_scheduler
 from vitwork.robustness import evaluate_arrays
 
+log = logging.getLogger(__name__)
+
 PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
-PREEMPTED_EXIT_CODE = 143
+PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM; the Slurm profiles resubmit any failed job (retries)
+EVAL_SAMPLE_SEED = 0  # one per-epoch evaluation sample for every run, so their curves compare
 
 
 class Preempted(Exception):
-    """Training stopped on a signal after saving its resume state."""
-
-
-def checkpoint_names(spec: dict) -> list[str]:
-    """Checkpoints every run keeps: init, end of warm-up, the configured epochs, last."""
-    total = spec["optimizer"]["warmup_epochs"] + spec["optimizer"]["epochs"]
-    extra = [f"epoch{e}" for e in sorted(set(spec["training"]["checkpoint_epochs"])) if e <= total]
-    return ["init", "warmup", *extra, "last"]
-
-
-def build_model(spec: dict, num_classes: int) -> torch.nn.Module:
-    """The run's model, with its stochastic depth."""
-    model = spec["model"]
-    return create_model(model["arch"], num_classes, drop_path_rate=spec["training"]["drop_path_rate"], **model["kwargs"])
-
-
-def load_checkpoint_model(path, device="cpu"):
-    """(model in eval mode with the checkpoint's weights, checkpoint dict without the optimizer state)."""
-    checkpoint = torch.load(path, map_location=device, weights_only=False)
-    model = build_model(checkpoint["run"], checkpoint["num_classes"]).to(device)
-    model.load_state_dict(checkpoint["model"])
-    model.eval()
-    return model, {k: v for k, v in checkpoint.items() if k not in ("model", "optimizer", "scheduler")}
+    """Training stopped on a signal after saving its resume state; the message is the job log's one line."""
 
 
 def evaluate(model, images: torch.Tensor, labels: torch.Tensor, mean, std, batch_size: int, device) -> dict:
@@ -68,29 +62,65 @@ def evaluate(model, images: torch.Tensor, labels: torch.Tensor, mean, std, batch
     return {"test_nll": metrics["nll"], "test_acc": metrics["acc"], "test_err": 100.0 * (1 - metrics["acc"])}
 
 
-def _rng_state(generator: torch.Generator) -> dict:
+def eval_sample_indices(labels: np.ndarray, count: int | None) -> np.ndarray | None:
+    """Sorted indices of a seeded class-stratified sample of about `count` test images; None for the whole split."""
+    if count is None or count >= len(labels):
+        return None
+    try:
+        return stratified_subset(labels, count / len(labels), EVAL_SAMPLE_SEED)
+    except ValueError:
+        classes = len(np.unique(labels))
+        raise ValueError(f"training.eval_images: {count} of {len(labels)} test images leaves a class without an image (expected at least one per class, {classes} classes)") from None
+
+
+def _global_rng_state() -> dict:
     return {
         "torch": torch.random.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
-        "generator": generator.get_state(),
     }
 
 
-def _set_rng_state(state: dict, generator: torch.Generator) -> None:
+def _set_global_rng_state(state: dict) -> None:
     torch.random.set_rng_state(state["torch"])
     if state["cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    generator.set_state(state["generator"])
 
 
-def _seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    random.seed(seed)
+class RunRandomState:
+    """The process-global random streams of one run, seeded from its seed and swapped in only while it trains.
+
+    Every draw the run makes itself uses its torch.Generator (augmentation and mixing included). Two cannot take
+    one: timm's weight initialisation and DropPath use torch's global generator. Its state is part of the resume
+    state, so a resumed run stays bit-exact, and the caller's own global state is left untouched.
+    """
+
+    def __init__(self, seed: int):
+        caller = _global_rng_state()
+        torch.manual_seed(seed)
+        self._state = _global_rng_state()
+        self._active = False
+        _set_global_rng_state(caller)
+
+    @contextlib.contextmanager
+    def active(self):
+        """Inside the block the global streams are the run's; afterwards the caller's again."""
+        caller = _global_rng_state()
+        _set_global_rng_state(self._state)
+        self._active = True
+        try:
+            yield
+        finally:
+            self._state = _global_rng_state()
+            self._active = False
+            _set_global_rng_state(caller)
+
+    def state(self) -> dict:
+        return _global_rng_state() if self._active else self._state
+
+    def load(self, state: dict) -> None:
+        self._state = {key: state[key] for key in ("torch", "cuda")}
+        if self._active:
+            _set_global_rng_state(self._state)
 
 
 @contextlib.contextmanager
@@ -114,27 +144,100 @@ def _preemption_flag():
             signal.signal(sig, old)
 
 
-class Trainer:
-    """The state of one run and the loop that advances it; see the module docstring for the file layout."""
+class TrainStep:
+    """One update on a batch, with no host-device synchronisation.
 
-    def __init__(self, spec, train_path, test_path, meta_path, subset_path, run_dir, device="auto", threads=1, progress=True):
-        torch.set_num_threads(threads)
-        self.spec = spec
-        self.device = resolve_device(device)
-        self.run_dir = Path(run_dir)
-        self.work_dir = self.run_dir / "work"
-        self.progress = progress
+    The epoch's running sums (soft NLL, correct predictions) and the divergence test (a batch loss that is
+    non-finite or above `diverge_above`) stay on the device; the loop reads them back every few steps and at the
+    epoch end. Updates after a diverging batch still run until that read, so the read reports the first diverging
+    batch's index, which is what the metrics record (as if the run had stopped before that update).
+    """
+
+    def __init__(self, model, optimizer, scheduler, augment, generator, training: dict, device, mixed_precision: bool, channels_last: bool):
+        self.model, self.optimizer, self.scheduler, self.augment, self.generator = model, optimizer, scheduler, augment, generator
+        self.forward = torch.compile(model) if training["compile"] else model
+        self.device, self.channels_last = device, channels_last
+        self.precision = mixed_precision  # a resolved bool: autocast on this device or not
+        self.clip, self.diverge_above = training["grad_clip_norm"], training["diverge_above"]
+        self.start(0, 0.0, 0)
+
+    def start(self, step_in_epoch: int, nll_sum: float, correct: int) -> None:
+        """Begin (or resume) an epoch at `step_in_epoch` with these running sums."""
+        self.first_step = step_in_epoch
+        self.nll_sum = torch.tensor(nll_sum, dtype=torch.float64, device=self.device)
+        self.correct = torch.tensor(correct, dtype=torch.int64, device=self.device)
+        self.healthy = torch.tensor(True, device=self.device)  # no diverging batch since `start`
+        self.healthy_steps = torch.tensor(0, dtype=torch.int64, device=self.device)
+        self.last_loss = torch.tensor(float("nan"), device=self.device)
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        x, targets = self.augment(images, labels, self.generator)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(self.device, self.precision):
+            logits = self.forward(x)
+        loss = soft_cross_entropy(logits, targets)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        loss = loss.detach().double()  # float64 sums: the same numbers as summing Python floats
+        self.nll_sum += loss * len(targets)
+        self.correct += (logits.detach().argmax(-1) == targets.argmax(-1)).sum()
+        self.healthy &= loss <= self.diverge_above  # False for NaN and inf too
+        self.healthy_steps += self.healthy
+        self.last_loss = loss
+
+    def first_diverged(self) -> int | None:
+        """The epoch index of the first diverging batch since `start`, or None (one host read)."""
+        index = int(torch.where(self.healthy, -1, self.healthy_steps))
+        return None if index < 0 else self.first_step + index
+
+    def sums(self) -> tuple[float, int]:
+        """(summed soft NLL, correct predictions) of the epoch so far (one host read)."""
+        return float(self.nll_sum), int(self.correct)
+
+
+class RunData:
+    """A run's images as uint8 NHWC tensors (resident on the GPU when training there) and its evaluation splits."""
+
+    def __init__(self, train_path, test_path, meta_path, subset_path, eval_images: int | None, device: torch.device):
         meta = load_meta(meta_path)
         self.num_classes, self.mean, self.std = meta["num_classes"], meta["mean"], meta["std"]
         train_images, train_labels = load_split(train_path)
         subset = np.load(subset_path)
         test_images, test_labels = load_split(test_path)
-        on_gpu = self.device.type == "cuda"  # the small dataset stays resident on the GPU
-        data_device = self.device if on_gpu else torch.device("cpu")
-        self.train_images = torch.from_numpy(train_images[subset]).to(data_device)
-        self.train_labels = torch.from_numpy(train_labels[subset]).to(data_device)
-        self.test_images = torch.from_numpy(test_images).to(data_device)
-        self.test_labels = torch.from_numpy(test_labels).to(data_device)
+        on = device if device.type == "cuda" else torch.device("cpu")  # the small dataset stays on the GPU
+        self.train_images = torch.from_numpy(train_images[subset]).to(on)
+        self.train_labels = torch.from_numpy(train_labels[subset]).to(on)
+        self.test = torch.from_numpy(test_images).to(on), torch.from_numpy(test_labels).to(on)
+        sample = eval_sample_indices(test_labels, eval_images)
+        self.sample, self.eval_sample = self.test, None  # without a sample: the whole split every time
+        if sample is not None:
+            chosen = torch.from_numpy(sample).to(on)
+            self.sample = self.test[0][chosen], self.test[1][chosen]
+            self.eval_sample = {"images": len(sample), "classes": len(np.unique(test_labels[sample])), "sha256": hashlib.sha256(sample.tobytes()).hexdigest()[:16]}
+
+    def evaluation_split(self, final: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images, labels) to evaluate on: the per-epoch sample, but the whole test split for the final evaluation."""
+        return self.test if final else self.sample
+
+
+class Trainer:
+    """The state of one run and the epoch loop that advances it; see the module docstring for the file layout."""
+
+    def __init__(self, spec, train_path, test_path, meta_path, subset_path, run_dir, device="auto", threads=1, progress=True):
+        torch.set_num_threads(threads)
+        self.spec, self.training = spec, spec["training"]
+        self.device = resolve_device(device)
+        self.run_dir = Path(run_dir)
+        self.work_dir = self.run_dir / "work"
+        self.progress = progress
+        self.data = RunData(train_path, test_path, meta_path, subset_path, self.training["eval_images"], self.device)
+        self.num_classes, self.mean, self.std = self.data.num_classes, self.data.mean, self.data.std
+        self.train_images, self.train_labels = self.data.train_images, self.data.train_labels  # bench/ reads them
 
         opt = spec["optimizer"]
         self.batch_size = opt["batch_size"]
@@ -145,31 +248,45 @@ class Trainer:
         self.total_epochs = opt["warmup_epochs"] + opt["epochs"]
         self.warmup_epochs = opt["warmup_epochs"]
 
-        _seed_everything(spec["seed"])
-        self.generator = torch.Generator(device=data_device)
+        self.random = RunRandomState(spec["seed"])
+        self.generator = torch.Generator(device=self.train_images.device)
         self.generator.manual_seed(spec["seed"])
-        self.model = build_model(spec, self.num_classes).to(self.device)
-        self.channels_last = on_gpu and spec["training"]["channels_last"]
+        with self.random.active():  # timm's initialisation takes no generator
+            self.model = build_model(spec, self.num_classes).to(self.device)
+        self.channels_last = applies_on(self.training["channels_last"], self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(self.model, opt["name"], opt["hparams"], opt["decay"])
         self.scheduler = build_scheduler(self.optimizer, self.steps_per_epoch, opt["warmup_epochs"], opt["epochs"], opt["schedule"])
-        self.augment = TrainAugment(spec["training"], self.num_classes, self.mean, self.std)
-        self.mixed_precision = spec["training"]["mixed_precision"]
+        self.augment = TrainAugment(self.training, self.num_classes, self.mean, self.std)
+        self.step = TrainStep(
+            self.model, self.optimizer, self.scheduler, self.augment, self.generator, self.training, self.device,
+            mixed_precision=applies_on(self.training["mixed_precision"], self.device), channels_last=self.channels_last,
+        )
         self.hash = spec_hash(spec)
         self.code_version = code_version()  # one git call per run, not one per checkpoint
-        self.position = {"epoch": 0, "step_in_epoch": 0, "perm": None, "sums": [0.0, 0.0, 0], "epoch_time": 0.0, "wall_time": 0.0}
+        self.position = self._epoch_start(0, wall_time=0.0, eval_time=0.0)
+        self.metrics: list[dict] = []  # one record per epoch trained, as in metrics.jsonl
         self.status = "running"
+        self.updates_done = 0
+
+    @staticmethod
+    def _epoch_start(epoch: int, wall_time: float, eval_time: float) -> dict:
+        return {"epoch": epoch, "step_in_epoch": 0, "perm": None, "sums": [0.0, 0, 0], "epoch_time": 0.0, "wall_time": wall_time, "eval_time": eval_time}
 
     # -- state ---------------------------------------------------------------------------------------------
     def state(self, status: str) -> dict:
-        """Everything needed to resume or analyse: model, optimizer, scheduler, RNG, position."""
+        """Everything needed to resume or analyse: model, optimizer, scheduler, RNG, position, metrics so far."""
+        position = dict(self.position)
+        if position["perm"] is not None:
+            position["perm"] = position["perm"].cpu()
         return {
-            "model": self.model.state_dict(),
+            "model": plain_state_dict(self.model),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "rng": _rng_state(self.generator),
-            "position": self.position,
+            "rng": {**self.random.state(), "generator": self.generator.get_state()},
+            "position": position,
+            "metrics": list(self.metrics),
             "epoch": self.position["epoch"],
             "step": self.scheduler.last_epoch,
             "run": self.spec,
@@ -184,164 +301,177 @@ class Trainer:
     def save_checkpoint(self, name: str, status: str = "running") -> None:
         save_torch_atomic(self.state(status), self.work_dir / "checkpoints" / f"{name}.pt")
 
-    def try_resume(self) -> bool:
-        """Load work/resume.pt if it belongs to this exact spec; otherwise start clean."""
-        resume = self.work_dir / "resume.pt"
-        if resume.exists():
-            state = torch.load(resume, map_location=self.device, weights_only=False)
-            if state["spec_hash"] == self.hash:
-                self.model.load_state_dict(state["model"])
-                self.optimizer.load_state_dict(state["optimizer"])
-                self.scheduler.load_state_dict(state["scheduler"])
-                _set_rng_state(state["rng"], self.generator)
-                self.position = state["position"]
-                print(f"resuming {self.spec['run_id']} at epoch {self.position['epoch']} step {self.position['step_in_epoch']}", flush=True)
-                return True
-            print(f"discarding resume state of another spec in {self.work_dir}", flush=True)
-        shutil.rmtree(self.work_dir, ignore_errors=True)
-        self.work_dir.mkdir(parents=True)
-        return False
+    def save_resume_state(self, status: str) -> None:
+        save_torch_atomic(self.state(status), self.work_dir / "resume.pt")
 
-    # -- loop ----------------------------------------------------------------------------------------------
-    def train_step(self, indices: torch.Tensor) -> tuple[float, int]:
-        """One update on the images at `indices`; returns (summed soft NLL, correct count), NLL NaN if diverged."""
-        images, labels = self.train_images[indices], self.train_labels[indices]
-        if images.device != self.device:
-            images, labels = images.to(self.device), labels.to(self.device)
-        x, targets = self.augment(images, labels, self.generator)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(self.device, self.mixed_precision):
-            logits = self.model(x)
-        loss = soft_cross_entropy(logits, targets)
-        if not torch.isfinite(loss) or loss.item() > self.spec["training"]["diverge_above"]:
-            return float("nan"), 0
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        clip = self.spec["training"]["grad_clip_norm"]
-        if clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-        self.optimizer.step()
-        self.scheduler.step()
-        correct = (logits.argmax(-1) == targets.argmax(-1)).sum().item()
-        return loss.item() * len(indices), correct
-
-    def run(self, stop_after_updates: int | None = None) -> dict:
-        """Train to the end (or divergence); raise Preempted after saving on a signal or after `stop_after_updates`."""
-        resumed = self.try_resume()
-        if not resumed:
+    def resume_or_start(self) -> bool:
+        """Resume from work/'s latest usable state (`latest_resumable_state`), or start clean with the init (and no-warm-up) checkpoints."""
+        state = latest_resumable_state(self.work_dir, self.spec, self.hash, self.run_dir / "work-unreadable")
+        if state is None:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+            (self.work_dir / "checkpoints").mkdir(parents=True)
             self.save_checkpoint("init")
             if self.warmup_epochs == 0:
                 self.save_checkpoint("warmup")  # no warm-up: its end is the initialisation
-        updates_done = 0
+            return False
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.random.load(state["rng"])
+        self.generator.set_state(state["rng"]["generator"])
+        self.position = state["position"]
+        if self.position["perm"] is not None:
+            self.position["perm"] = self.position["perm"].to(self.generator.device)
+        # the metrics are those of the epochs in the state: a kill after a later epoch's line repeats nothing
+        self.metrics = state["metrics"]
+        with atomic_path(self.work_dir / "metrics.jsonl") as tmp:
+            tmp.touch()
+            for record in self.metrics:
+                append_jsonl(tmp, record)
+        print(f"resuming {self.spec['run_id']} at epoch {self.position['epoch']} step {self.position['step_in_epoch']}", flush=True)
+        return True
+
+    # -- loop ----------------------------------------------------------------------------------------------
+    def train_step(self, indices: torch.Tensor) -> None:
+        """One update on the training images at `indices` (no host sync; bench/train_throughput.py times it)."""
+        images, labels = self.train_images[indices], self.train_labels[indices]
+        if images.device != self.device:
+            images, labels = images.to(self.device), labels.to(self.device)
+        self.step(images, labels)
+
+    def run(self, stop_after_updates: int | None = None) -> dict:
+        """Train to the end (or divergence) and publish; raise Preempted after saving on a signal or after `stop_after_updates`."""
+        self.resume_or_start()
         bar = tqdm(
             total=self.total_epochs * self.steps_per_epoch,
             initial=self.position["epoch"] * self.steps_per_epoch + self.position["step_in_epoch"],
             desc=self.spec["run_id"], file=sys.stderr, mininterval=5, disable=not self.progress,
         )
-        with _preemption_flag() as flag:
-            while self.position["epoch"] < self.total_epochs and self.status == "running":
-                pos = self.position
-                if pos["perm"] is None:
-                    pos["perm"] = torch.randperm(len(self.train_labels), generator=self.generator, device=self.generator.device)
-                self.model.train()
-                while pos["step_in_epoch"] < self.steps_per_epoch:
-                    if flag["signal"] is not None or (stop_after_updates is not None and updates_done >= stop_after_updates):
-                        save_torch_atomic(self.state("preempted"), self.work_dir / "resume.pt")
-                        bar.close()
-                        raise Preempted(f"stopped at epoch {pos['epoch']} step {pos['step_in_epoch']} (signal {flag['signal']})")
-                    start = time.perf_counter()
-                    i = pos["step_in_epoch"]
-                    nll, correct = self.train_step(pos["perm"][i * self.batch_size : (i + 1) * self.batch_size])
-                    if self.device.type == "cuda":
-                        torch.cuda.synchronize()
-                    pos["epoch_time"] += time.perf_counter() - start
-                    if not math.isfinite(nll):
-                        self.status = "diverged"
-                        break
-                    pos["sums"][0] += nll
-                    pos["sums"][1] += correct
-                    pos["sums"][2] += self.batch_size
-                    pos["step_in_epoch"] += 1
-                    updates_done += 1
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{nll / self.batch_size:.3f}", refresh=False)
-                self.end_epoch()
-        bar.close()
+        try:
+            with self.random.active(), _preemption_flag() as flag:
+                while self.position["epoch"] < self.total_epochs and self.status == "running":
+                    diverged = self.run_epoch(flag, stop_after_updates, bar)
+                    self.end_epoch(diverged)
+        finally:
+            bar.close()
         return self.finish()
 
-    def end_epoch(self) -> None:
-        """Evaluate, append the epoch's metrics, save the epoch's checkpoints and the resume state."""
+    def _diverged(self) -> bool:
+        """Read the step's divergence test; on divergence, move the position back to the first diverging batch."""
+        index = self.step.first_diverged()
+        if index is None:
+            return False
+        self.position["step_in_epoch"] = index
+        self.position["sums"][2] = index * self.batch_size  # images trained on before that batch
+        return True
+
+    def run_epoch(self, flag: dict, stop_after_updates: int | None, bar) -> bool:
+        """Train the current epoch from its position to its end; True when it diverged.
+
+        Reads the device every `divergence_check_every` steps (divergence test, progress bar) and once at the end.
+        On a stop request it saves the resume state and raises Preempted, unless the run had already diverged.
+        """
+        pos = self.position
+        if pos["perm"] is None:
+            pos["perm"] = torch.randperm(len(self.train_labels), generator=self.generator, device=self.generator.device)
+        self.model.train()
+        self.step.start(pos["step_in_epoch"], *pos["sums"][:2])
+        check_every = self.training["divergence_check_every"]
+        last_shown, started, stopping = pos["step_in_epoch"], time.perf_counter(), False
+        while pos["step_in_epoch"] < self.steps_per_epoch:
+            if flag["signal"] is not None or (stop_after_updates is not None and self.updates_done >= stop_after_updates):
+                stopping = True
+                break
+            i = pos["step_in_epoch"]
+            self.train_step(pos["perm"][i * self.batch_size : (i + 1) * self.batch_size])
+            pos["step_in_epoch"] += 1
+            pos["sums"][2] += self.batch_size
+            self.updates_done += 1
+            if pos["step_in_epoch"] % check_every == 0:
+                if self._diverged():
+                    break
+                bar.update(pos["step_in_epoch"] - last_shown)
+                bar.set_postfix(loss=f"{float(self.step.last_loss):.3f}", refresh=False)
+                last_shown = pos["step_in_epoch"]
+        diverged = self._diverged() or (not stopping and not self._weights_finite())
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # the epoch's one synchronisation: its time is the device's
+        pos["epoch_time"] += time.perf_counter() - started
+        bar.update(max(pos["step_in_epoch"] - last_shown, 0))
+        if not diverged:
+            pos["sums"][:2] = self.step.sums()
+        if stopping and not diverged:
+            self.save_resume_state("preempted")
+            raise Preempted(f"pre-empted at epoch {pos['epoch']}, step {pos['step_in_epoch']}; checkpoint saved")
+        return diverged
+
+    def _weights_finite(self) -> bool:
+        """False when an update left a non-finite weight (the run has then diverged, whatever the last loss said)."""
+        return bool(torch.stack([p.detach().isfinite().all() for p in self.model.parameters()]).all())
+
+    def _lr_at(self, update: int) -> float:
+        """The learning rate of update `update` (what the scheduler set before it), for a diverged epoch's record."""
+        return self.scheduler.base_lrs[0] * self.scheduler.lr_lambdas[0](update)
+
+    def end_epoch(self, diverged: bool) -> None:
+        """Evaluate when due, record the epoch, save its checkpoints and the resume state, then its metrics line."""
         pos = self.position
         epoch = pos["epoch"] + 1
-        test = evaluate(self.model, self.test_images, self.test_labels, self.mean, self.std, self.spec["training"]["eval_batch_size"], self.device)
+        final = epoch == self.total_epochs
+        test, eval_seconds = None, 0.0
+        if not diverged and (final or epoch % self.training["eval_every"] == 0):
+            images, labels = self.data.evaluation_split(final)
+            started = time.perf_counter()
+            test = evaluate(self.model, images, labels, self.mean, self.std, self.training["eval_batch_size"], self.device)
+            eval_seconds = time.perf_counter() - started
+            test["test_images"] = len(labels)
+            diverged = not math.isfinite(test["test_nll"])
         seen = max(pos["sums"][2], 1)
         pos["wall_time"] += pos["epoch_time"]
-        diverged = self.status == "diverged" or not math.isfinite(test["test_nll"])
+        update = pos["epoch"] * self.steps_per_epoch + pos["step_in_epoch"]
         record = {
             "epoch": epoch,
-            "step": self.scheduler.last_epoch,
-            "lr": self.optimizer.param_groups[0]["lr"],
-            "train_nll": float("nan") if diverged else pos["sums"][0] / seen,
-            "train_acc": float("nan") if diverged else pos["sums"][1] / seen,
-            **({k: float("nan") for k in test} if diverged else test),
+            "step": update if diverged else self.scheduler.last_epoch,
+            "lr": self._lr_at(update) if diverged else self.optimizer.param_groups[0]["lr"],
+            "train_nll": None if diverged else pos["sums"][0] / seen,
+            "train_acc": None if diverged else pos["sums"][1] / seen,
+            **{key: None if diverged or test is None else test[key] for key in ("test_nll", "test_acc", "test_err", "test_images")},
             "epoch_time_s": pos["epoch_time"],
             "wall_time_s": pos["wall_time"],
-            "images_per_s": pos["sums"][2] / pos["epoch_time"] if pos["epoch_time"] > 0 else float("nan"),
+            "images_per_s": pos["sums"][2] / pos["epoch_time"] if pos["epoch_time"] > 0 else None,
+            "eval_time_s": eval_seconds,
         }
         if diverged:
             record["diverged"] = True
             self.status = "diverged"
+        self.metrics.append(record)
+        self.position = self._epoch_start(epoch, pos["wall_time"], pos["eval_time"] + eval_seconds)
+        if not diverged:  # checkpoints and resume state only of finite runs; then the line, so it is never repeated
+            if epoch == self.warmup_epochs:
+                self.save_checkpoint("warmup")
+            if epoch in self.training["checkpoint_epochs"]:
+                self.save_checkpoint(f"epoch{epoch}")
+            self.save_resume_state("running")
         append_jsonl(self.work_dir / "metrics.jsonl", record)
-        print(
-            f"epoch {epoch}/{self.total_epochs} train_nll {record['train_nll']:.4f} test_acc {record['test_acc']:.4f} "
-            f"lr {record['lr']:.3g} {record['images_per_s']:.0f} img/s",
-            flush=True,
-        )
-        self.position = {"epoch": epoch, "step_in_epoch": 0, "perm": None, "sums": [0.0, 0.0, 0], "epoch_time": 0.0, "wall_time": pos["wall_time"]}
-        if diverged:
-            return
-        if epoch == self.warmup_epochs:
-            self.save_checkpoint("warmup")
-        if epoch in self.spec["training"]["checkpoint_epochs"]:
-            self.save_checkpoint(f"epoch{epoch}")
-        save_torch_atomic(self.state("running"), self.work_dir / "resume.pt")
+        test_acc = "-" if record["test_acc"] is None else f"{record['test_acc']:.4f}"
+        train_nll = "nan" if record["train_nll"] is None else f"{record['train_nll']:.4f}"
+        speed = "-" if record["images_per_s"] is None else f"{record['images_per_s']:.0f}"
+        print(f"epoch {epoch}/{self.total_epochs} train_nll {train_nll} test_acc {test_acc} lr {record['lr']:.3g} {speed} img/s", flush=True)
 
     def finish(self) -> dict:
-        """Publish checkpoints and metrics from work/ into the run folder, then run.json; return the summary."""
+        """Write last.pt (and a diverged run's unreached checkpoints), then publish the run with run.json last."""
         status = "diverged" if self.status == "diverged" else "finished"
-        for name in checkpoint_names(self.spec):
+        names = checkpoint_names(self.spec)
+        for name in names:
             path = self.work_dir / "checkpoints" / f"{name}.pt"
-            if name == "last" or not path.exists():
+            if name == "last" or (status == "diverged" and not path.exists()):
                 # a diverged run never reached some checkpoints: they hold its last state, flagged as diverged
                 self.save_checkpoint(name, status=status)
-        metrics = read_jsonl(self.work_dir / "metrics.jsonl") if (self.work_dir / "metrics.jsonl").exists() else []
-        final_epoch = next((m for m in reversed(metrics) if not m.get("diverged")), None)
-        out_ckpt = self.run_dir / "checkpoints"
-        out_ckpt.mkdir(parents=True, exist_ok=True)
-        for path in (self.work_dir / "checkpoints").glob("*.pt"):
-            path.replace(out_ckpt / path.name)
-        if metrics:
-            (self.work_dir / "metrics.jsonl").replace(self.run_dir / "metrics.jsonl")
-        else:  # diverged in the first epoch before any record: an empty history, still a declared output
-            (self.run_dir / "metrics.jsonl").write_text("")
-        wall = metrics[-1]["wall_time_s"] if metrics else 0.0
-        seen = sum(m["images_per_s"] * m["epoch_time_s"] for m in metrics if m.get("images_per_s"))
-        summary = {
-            "run_id": self.spec["run_id"],
-            "spec": self.spec,
-            "status": status,
-            "epochs_completed": len([m for m in metrics if not m.get("diverged")]),
-            "final": {k: final_epoch[k] for k in ("test_acc", "test_nll", "test_err", "train_nll", "train_acc")} if final_epoch else None,
-            "wall_time_s": wall,
-            "images_per_s": seen / wall if wall > 0 else None,
-            "code_version": self.code_version,
-            "seed": self.spec["seed"],
-            "device": str(self.device),
-            "slurm_job_id": os.environ.get("SLURM_JOB_ID"),  # which cluster job produced the run, if any
-        }
-        write_json(self.run_dir / "run.json", summary)
-        shutil.rmtree(self.work_dir, ignore_errors=True)
+            elif not path.exists():  # resume_or_start only resumes with every earlier checkpoint present
+                raise RuntimeError(f"{path}: missing at the end of run {self.spec['run_id']}")
+        (self.work_dir / "metrics.jsonl").touch()  # diverged before any record: an empty history, still an output
+        summary = run_summary(self.spec, status, self.metrics, self.position["eval_time"], self.data.eval_sample, self.code_version, self.device)
+        publish_run(self.work_dir, self.run_dir, names, summary)
         return summary
 
 

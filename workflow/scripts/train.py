@@ -1,10 +1,11 @@
-"""Rule train: train (or resume) one run; exit 143 after saving on SIGTERM/SIGUSR1 so a retry resumes."""
+"""Rule train: train (or resume) one run; on SIGTERM/SIGUSR1 save, log one line and exit 143 so a retry resumes."""
 
 import sys
 
 from vitwork.train import PREEMPTED_EXIT_CODE, Preempted, train_run
 from vitwork.workflow import job_log
 
+preempted = False
 with job_log(snakemake):
     try:
         summary = train_run(
@@ -19,5 +20,7 @@ with job_log(snakemake):
         )
         print(f"{summary['status']}: {summary['final']}")
     except Preempted as stop:
-        print(f"pre-empted, resume state saved: {stop}")
-        sys.exit(PREEMPTED_EXIT_CODE)
+        print(stop, flush=True)  # a normal pre-emption: one line, no traceback
+        preempted = True
+if preempted:
+    sys.exit(PREEMPTED_EXIT_CODE)  # outside job_log, which would log the SystemExit as a failure
