@@ -2,6 +2,21 @@
 # The run's run.json is the input that guarantees its checkpoints are complete.
 
 
+# What each analysis job reads: its settings without the figures, so that adding a figure reruns no analysis.
+ANALYSIS_SETTINGS = {
+    name: {key: value for key, value in settings.items() if key != "figures"}
+    for name, settings in ANALYSES.items()
+}
+# The make() options an analysis figure sets in the config (e.g. `loss: nll`), by (analysis, figure).
+ANALYSIS_FIGURE_OPTIONS = {
+    (name, figure): {
+        key: selection[key] for key in ("loss",) if selection.get(key) is not None
+    }
+    for name, settings in ANALYSES.items()
+    for figure, selection in settings["figures"].items()
+}
+
+
 if "hessian" in ANALYSES:
 
     rule hessian_spectrum:
@@ -22,7 +37,7 @@ if "hessian" in ANALYSES:
             gpu=1,
         params:
             checkpoint=analysis_checkpoint("hessian"),
-            settings=ANALYSES.get("hessian"),
+            settings=ANALYSIS_SETTINGS["hessian"],
             device=STUDY["device"],
         script:
             "../workflow/scripts/hessian_spectrum.py"
@@ -48,7 +63,7 @@ if "landscape" in ANALYSES:
             gpu=1,
         params:
             checkpoint=analysis_checkpoint("landscape"),
-            settings=ANALYSES.get("landscape"),
+            settings=ANALYSIS_SETTINGS["landscape"],
             device=STUDY["device"],
         script:
             "../workflow/scripts/loss_landscape.py"
@@ -81,7 +96,7 @@ for feature_analysis, feature_rule in (
         params:
             kind=feature_analysis,
             checkpoint=analysis_checkpoint(feature_analysis),
-            settings=ANALYSES[feature_analysis],
+            settings=ANALYSIS_SETTINGS[feature_analysis],
             device=STUDY["device"],
         script:
             "../workflow/scripts/feature_table.py"
@@ -106,7 +121,7 @@ if "noise_frequency" in ANALYSES:
             gpu=1,
         params:
             checkpoint=analysis_checkpoint("noise_frequency"),
-            settings=ANALYSES.get("noise_frequency"),
+            settings=ANALYSIS_SETTINGS["noise_frequency"],
             device=STUDY["device"],
         script:
             "../workflow/scripts/noise_frequency.py"
@@ -144,6 +159,7 @@ if "corruptions" in ANALYSES:
             "../envs/vitwork.yaml"
         params:
             images=ANALYSES["corruptions"]["images"],
+            seed=ANALYSES["corruptions"]["seed"],
         script:
             "../workflow/scripts/corruption_labels.py"
 
@@ -165,7 +181,7 @@ if "corruptions" in ANALYSES:
             gpu=1,
         params:
             checkpoint=analysis_checkpoint("corruptions"),
-            settings=ANALYSES.get("corruptions"),
+            settings=ANALYSIS_SETTINGS["corruptions"],
             folder=CORRUPTION_DIR,
             official=bool(ANALYSES["corruptions"]["official_root"]),
             device=STUDY["device"],

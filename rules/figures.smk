@@ -46,7 +46,7 @@ for analysis_name, analysis_settings in ANALYSES.items():
                 "../envs/vitwork.yaml"
             params:
                 module=analysis_module,
-                options={},
+                options=ANALYSIS_FIGURE_OPTIONS[(analysis_name, analysis_figure)],
             script:
                 "../workflow/scripts/figure.py"
 

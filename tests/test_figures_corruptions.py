@@ -38,13 +38,17 @@ def set_accuracy(name: str, severity: int, base: float) -> float:
     return NOISE_ACC if name == "gaussian_noise" else base - SEVERITY_STEP * severity
 
 
-def write_table(results: Path, run_dir: Path, clean: float, base: float, checkpoint: str = "last") -> Path:
-    """Write the run's corruption table at the analysis layout's path; returns it."""
+def write_table(results: Path, run_dir: Path, clean: float, base: float, checkpoint: str = "last",
+                sample: tuple[int, int] | None = None) -> Path:
+    """Write the run's corruption table at the analysis layout's path; returns it. `sample`: (sample size, test
+    split size) columns, as the analysis writes them."""
     run_id = json.loads((run_dir / "run.json").read_text())["run_id"]
     path = results / "analysis" / "corruptions" / run_id / f"{checkpoint}.csv"
     path.parent.mkdir(parents=True)
-    lines = ["corruption,severity,acc,nll", f"clean,0,{clean},1.0"]
-    lines += [f"{name},{s},{set_accuracy(name, s, base)},2.0" for name in CORRUPTIONS for s in SEVERITIES]
+    extra = "" if sample is None else f",{sample[0]},{sample[1]}"
+    lines = ["corruption,severity,acc,nll" + ("" if sample is None else ",sample_size,pool_size"),
+             f"clean,0,{clean},1.0{extra}"]
+    lines += [f"{name},{s},{set_accuracy(name, s, base)},2.0{extra}" for name in CORRUPTIONS for s in SEVERITIES]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -74,7 +78,8 @@ def test_table_scores_and_checks(tmp_path):
     run_dir = write_fake_run(tmp_path)
     path = write_table(tmp_path, run_dir, clean=0.7, base=0.5)
     rows = corruption_tables.read_corruption_table(path)
-    assert len(rows) == 76 and rows[0] == {"corruption": "clean", "severity": 0, "acc": 0.7, "nll": 1.0}
+    assert len(rows) == 76 and rows[0] == {"corruption": "clean", "severity": 0, "acc": 0.7, "nll": 1.0,
+                                           "sample_size": None, "pool_size": None}
     assert corruption_tables.clean_accuracy(rows) == 0.7
     assert corruption_tables.robustness(rows) == pytest.approx(expected_robustness(0.5))
     assert corruption_tables.robustness(rows) == pytest.approx((70 * 0.44 + 5 * 0.2) / 75)
@@ -141,6 +146,21 @@ def test_scatter_csv_has_each_runs_scores_and_means(tmp_path):
     assert resnet["robustness_pct"] == pytest.approx(50 * (expected_robustness(0.6) + expected_robustness(0.56)))
     vit = corruption_tables.mean_point([r for r in table_rows if r["model"] == "vit_ti" and r["fraction"] == 1.0])
     assert vit["n_seeds"] == 1 and vit["robustness_std"] is None  # the diverged seed is left out
+
+
+def test_clean_accuracy_of_a_sample_is_labelled_as_the_samples(tmp_path):
+    """A clean accuracy read on 500 of 10,000 test images is not called the test accuracy."""
+    runs = [write_fake_run(tmp_path), write_fake_run(tmp_path, model="resnet50", family="resnet")]
+    tables = [write_table(tmp_path, run, clean=0.6, base=0.5, sample=(500, 10000)) for run in runs]
+    png, pdf, csv_path = figure_paths(tmp_path, "corruptions_scatter")
+    rows = corruptions_scatter.make(runs, tables, png, pdf, csv_path)
+    assert {(r["clean_images"], r["test_images"]) for r in rows} == {(500, 10000)}
+    assert corruption_tables.score_labels(rows)["clean_acc_pct"] == "Clean accuracy, 500-image test sample (%)"
+    figure = corruptions_scatter.plot(rows)
+    assert figure.axes[0].get_xlabel() == "Clean accuracy, 500-image test sample (%)"
+    # the whole split: the test accuracy
+    full = [dict(row, clean_images=10000) for row in rows]
+    assert corruption_tables.score_labels(full)["clean_acc_pct"] == "Clean test accuracy (%)"
 
 
 def test_heatmap_csv_has_every_set_in_benchmark_order(tmp_path):

@@ -23,8 +23,11 @@ from vitwork.results import read_csv
 
 torch.set_num_threads(1)
 
-HESSIAN_FIELDS = ("batch", "which", "rank", "value", "stderr", "method", "solve", "tol", "hvps", "iterations",
-                  "converged", "seconds", "loss", "hvps_total")
+HESSIAN_FIELDS = ("batch", "part", "which", "rank", "value", "sign", "stderr", "method", "solve", "tol", "hvps",
+                  "iterations", "converged", "seconds", "loss", "nll", "regulariser", "hvps_total", "checkpoint_epoch")
+# the fake tables' NLL part: every value of the objective's minus this (a shift, as under the decay set `all`)
+NLL_SHIFT = 0.5
+REGULARISER_TRACE = 250.0
 
 
 def write_table(path: Path, fields: tuple, rows: list[dict]) -> Path:
@@ -37,40 +40,45 @@ def write_table(path: Path, fields: tuple, rows: list[dict]) -> Path:
     return path
 
 
-def hessian_rows(batches: list[dict]) -> list[dict]:
-    """Hessian-table rows from per-batch dicts: `top` (list), `largest`, `most_negative`, `trace`, `unconverged`."""
+def hessian_rows(batches: list[dict], epoch: int = 5) -> list[dict]:
+    """Hessian-table rows from per-batch dicts: `top` (list), `largest`, `smallest`, `trace`, `unconverged`; the
+    objective's values as given, the NLL part's `NLL_SHIFT` lower, and the regulariser's trace."""
     rows = []
     for batch, spec in enumerate(batches):
-        for which in ("top_magnitude", "largest", "most_negative", "trace"):
-            values = spec["top"] if which == "top_magnitude" else [spec[which]]
-            for rank, value in enumerate(values):
-                failed = which in spec.get("unconverged", ()) or (isinstance(value, float) and math.isnan(value))
-                converged = not failed
-                rows.append({"batch": batch, "which": which, "rank": rank, "value": value, "method": "lanczos",
-                             "solve": which, "tol": 1e-3, "hvps": 40, "iterations": 40, "converged": converged,
-                             "seconds": 0.1, "loss": 4.6, "hvps_total": 120})
+        for part, shift in (("objective", 0.0), ("nll", -NLL_SHIFT)):
+            for which in ("top_magnitude", "largest", "smallest", "trace"):
+                values = spec["top"] if which == "top_magnitude" else [spec[which]]
+                for rank, value in enumerate(values):
+                    failed = which in spec.get("unconverged", ()) or (isinstance(value, float) and math.isnan(value))
+                    rows.append({"batch": batch, "part": part, "which": which, "rank": rank, "value": value + shift,
+                                 "method": "lanczos", "solve": f"nll:{which}", "tol": 1e-3, "hvps": 40,
+                                 "iterations": 40, "converged": not failed, "seconds": 0.1, "loss": 4.6, "nll": 4.1,
+                                 "regulariser": 0.5, "hvps_total": 120, "checkpoint_epoch": epoch})
+        rows.append({"batch": batch, "part": "regulariser", "which": "trace", "rank": 0, "value": REGULARISER_TRACE,
+                     "method": "exact", "solve": "regulariser:trace", "converged": True, "checkpoint_epoch": epoch})
     return rows
 
 
-def write_hessian(tmp_path: Path, run_dir: Path, batches: list[dict], checkpoint: str = "warmup") -> Path:
+def write_hessian(tmp_path: Path, run_dir: Path, batches: list[dict], checkpoint: str = "warmup",
+                  epoch: int = 5) -> Path:
     """The run's Hessian table under analysis/hessian/<run id>/<checkpoint>.csv."""
     run_id = run_dir.relative_to(tmp_path / "runs")
     return write_table(tmp_path / "analysis" / "hessian" / run_id / f"{checkpoint}.csv", HESSIAN_FIELDS,
-                       hessian_rows(batches))
+                       hessian_rows(batches, epoch))
 
 
 # ViT: per batch 3 negative of 5 top-k values (6 of 10 over two batches: ... see counts below), ResNet none.
 VIT_BATCHES = [
-    {"top": [50.0, -20.0, 10.0, -5.0, -2.0], "largest": 50.0, "most_negative": -20.0, "trace": 300.0},
-    {"top": [40.0, 8.0, -4.0, 3.0, float("nan")], "largest": 40.0, "most_negative": -4.0, "trace": 100.0},
+    {"top": [50.0, -20.0, 10.0, -5.0, -2.0], "largest": 50.0, "smallest": -20.0, "trace": 300.0},
+    {"top": [40.0, 8.0, -4.0, 3.0, float("nan")], "largest": 40.0, "smallest": -4.0, "trace": 100.0},
 ]
 RESNET_BATCHES = [
-    {"top": [900.0, 300.0, 100.0, 30.0, 10.0], "largest": 900.0, "most_negative": -0.5, "trace": 5000.0,
-     "unconverged": ("most_negative",)},
-    {"top": [800.0, 200.0, 90.0, 20.0, 9.0], "largest": 800.0, "most_negative": float("nan"), "trace": 7000.0},
+    {"top": [900.0, 300.0, 100.0, 30.0, 10.0], "largest": 900.0, "smallest": -0.5, "trace": 5000.0,
+     "unconverged": ("smallest",)},
+    {"top": [800.0, 200.0, 90.0, 20.0, 9.0], "largest": 800.0, "smallest": float("nan"), "trace": 7000.0},
 ]
 SMALL_VIT_BATCHES = [
-    {"top": [-3.0, 2.0, -1.0, 0.5, -0.2], "largest": 2.0, "most_negative": -3.0, "trace": 10.0},
+    {"top": [-3.0, 2.0, -1.0, 0.5, -0.2], "largest": 2.0, "smallest": -3.0, "trace": 10.0},
 ]
 
 
@@ -84,7 +92,8 @@ def spectra_runs(tmp_path: Path) -> tuple[list[Path], list[Path]]:
 
 
 def test_which_stats_counts_negatives_nans_and_unconverged():
-    rows = [{k: "" if v is None else str(v) for k, v in row.items()} for row in hessian_rows(VIT_BATCHES)]
+    rows = [{k: "" if v is None else str(v) for k, v in row.items()} for row in hessian_rows(VIT_BATCHES)
+            if row["part"] == "objective"]
     top = hessian_spectra.which_stats(rows, "top_magnitude")
     assert (top["n_batches"], top["n_values"], top["n_nan"], top["n_negative"]) == (2, 9, 1, 4)
     assert top["fraction_negative"] == pytest.approx(4 / 9)
@@ -125,9 +134,11 @@ def test_hessian_spectra_csv_has_per_run_counts_and_density_curves(tmp_path):
     assert as_float(vit["fraction_negative"]) == pytest.approx(4 / 9)
     assert (as_float(vit["max"]), as_float(vit["min"]), as_float(vit["median_positive"])) == (50.0, -20.0, 10.0)
     assert as_float(vit["trace_mean"]) == pytest.approx(200.0) and vit["checkpoint"] == "warmup"
+    assert int(vit["checkpoint_epoch"]) == 5 and vit["loss_part"] == "objective"
+    assert as_float(vit["regulariser_trace_mean"]) == pytest.approx(REGULARISER_TRACE)
     resnet = stats[("resnet50", 1.0, 0, "top_magnitude")]
     assert (int(resnet["n_values"]), int(resnet["n_negative"]), as_float(resnet["fraction_negative"])) == (10, 0, 0.0)
-    resnet_neg = stats[("resnet50", 1.0, 0, "most_negative")]
+    resnet_neg = stats[("resnet50", 1.0, 0, "smallest")]
     assert (int(resnet_neg["n_values"]), int(resnet_neg["n_nan"]), int(resnet_neg["n_unconverged"])) == (1, 1, 2)
     assert resnet_neg["median_positive"] == "" and as_float(resnet_neg["max"]) == -0.5
     assert as_float(stats[("vit_ti", 0.06, 0, "largest")]["max"]) == 2.0
@@ -146,6 +157,38 @@ def test_hessian_spectra_csv_has_per_run_counts_and_density_curves(tmp_path):
         if (model, panel) == ("resnet50", "ends"):  # the unconverged -0.5 is drawn, the NaN is not
             assert area["negative"] == pytest.approx(1 / 3)
     assert {int(r["n_seeds"]) for r in density if r["model"] == "vit_ti" and float(r["fraction"]) == 1.0} == {2}
+    assert {r["checkpoint_epoch"] for r in density} == {"5"}
+    # the title line counts the unconverged eigenvalues drawn (ResNet's two), and names the part and the epoch
+    note = hessian_spectra.figure_note(hessian_spectra.table(*spectra_runs(tmp_path / "again")))
+    assert "4 of 49 eigenvalues not converged" in note and "warmup (epoch 5)" in note and "NLL + weight" in note
+
+
+def test_hessian_spectra_can_draw_the_nll_part(tmp_path):
+    runs, tables = spectra_runs(tmp_path)
+    png, pdf, csv_path = figure_paths(tmp_path, "hessian_spectra")
+    hessian_spectra.make(runs, tables, png, pdf, csv_path, loss="nll")
+    rows = read_csv(csv_path)
+    vit = next(r for r in rows if r["kind"] == "run" and r["model"] == "vit_ti" and r["which"] == "largest"
+               and float(r["fraction"]) == 1.0)
+    assert vit["loss_part"] == "nll" and as_float(vit["max"]) == pytest.approx(50.0 - NLL_SHIFT)
+    assert as_float(vit["trace_mean"]) == pytest.approx(200.0 - NLL_SHIFT)
+    with pytest.raises(ValueError, match="loss"):
+        hessian_spectra.table(runs, tables, loss="regulariser")
+
+
+def test_every_training_fraction_has_its_own_style_and_legend_entry(tmp_path):
+    runs = [write_fake_run(tmp_path, fraction=f) for f in (1.0, 0.1, 0.025)]
+    tables = [write_hessian(tmp_path, run, VIT_BATCHES) for run in runs]
+    rows = hessian_spectra.table(runs, tables)
+    models = hessian_spectra.model_styles([("vit_ti", "vit")])
+    fractions = hessian_spectra.fraction_styles(r["fraction"] for r in rows)
+    styles = [hessian_spectra.curve_style({"model": "vit_ti", "fraction": f}, models, fractions)
+              for f in (1.0, 0.1, 0.025)]
+    assert len({(s["color"], str(s["linestyle"])) for s in styles}) == 3
+    assert len({str(s["linestyle"]) for s in styles}) == 3 and styles[0]["linestyle"] == "-"
+    figure = hessian_spectra.plot(rows)
+    labels = [text.get_text() for legend in figure.legends for text in legend.get_texts()]
+    assert sorted(labels) == sorted(["ViT-Ti · 100% data", "ViT-Ti · 10% data", "ViT-Ti · 2.5% data"])
 
 
 def test_analysis_tables_must_match_runs_and_exist_for_finished_runs(tmp_path):
@@ -165,7 +208,7 @@ def grid_runs(tmp_path: Path) -> tuple[list[Path], list]:
                              diverge_at=2 if diverged else None)
         runs.append(run)
         batches = [{"top": [scale * v for v in b["top"]], "largest": scale * b["largest"],
-                    "most_negative": scale * b["most_negative"], "trace": scale * b["trace"]} for b in VIT_BATCHES]
+                    "smallest": scale * b["smallest"], "trace": scale * b["trace"]} for b in VIT_BATCHES]
         tables.append(None if diverged else write_hessian(tmp_path, run, batches))
     resnet = write_fake_run(tmp_path, model="resnet50", family="resnet", optimizer="sgd", lr=0.1, weight_decay=5e-4,
                             test_acc=(0.5, 0.8))
@@ -181,33 +224,39 @@ def test_hessian_grid_rows_and_diverged_cells(tmp_path):
     cells = {(r["model"], float(r["lr"]), float(r["weight_decay"])): r for r in rows}
     assert len(cells) == 5
     cell = cells[("vit_ti", 1e-3, 0.05)]
-    assert as_float(cell["largest_median"]) == pytest.approx(2.0 * 45.0)
+    # like with like across optimizers: the NLL part by default
+    assert cell["loss_part"] == "nll" and int(cell["checkpoint_epoch"]) == 5
+    assert as_float(cell["largest_median"]) == pytest.approx(2.0 * 45.0 - NLL_SHIFT)
     assert as_float(cell["fraction_negative"]) == pytest.approx(4 / 9)
-    assert as_float(cell["trace_mean"]) == pytest.approx(2.0 * 200.0)
+    assert as_float(cell["trace_mean"]) == pytest.approx(2.0 * 200.0 - NLL_SHIFT)
+    assert as_float(cell["regulariser_trace_mean"]) == pytest.approx(REGULARISER_TRACE)
     assert as_float(cell["test_acc_pct"]) == pytest.approx(40.0) and int(cell["n_unconverged"]) == 1
     diverged = cells[("vit_ti", 1e-3, 0.5)]
     assert diverged["status"] == "diverged" and diverged["largest_median"] == "" and diverged["n_batches"] == "0"
     resnet = cells[("resnet50", 0.1, 5e-4)]
-    assert as_float(resnet["fraction_negative"]) == 0.0 and as_float(resnet["trace_mean"]) == pytest.approx(6000.0)
+    assert as_float(resnet["fraction_negative"]) == 0.0
+    assert as_float(resnet["trace_mean"]) == pytest.approx(6000.0 - NLL_SHIFT)
     vit_rows = [r for r in hessian_grid.table(runs, tables) if r["model"] == "vit_ti"]
     grid = optimizer_grid.cell_grid(vit_rows, metric="largest_median")
     assert grid["lrs"] == [1e-4, 1e-3] and grid["wds"] == [0.05, 0.5]
     assert math.isnan(grid["value"][1, 1]) and grid["diverged"][1, 1] == 1 == grid["total"][1, 1]
-    assert grid["value"][1, 0] == pytest.approx(4.0 * 45.0)  # wd 0.5 row, lr 1e-4 column
+    assert grid["value"][1, 0] == pytest.approx(4.0 * 45.0 - NLL_SHIFT)  # wd 0.5 row, lr 1e-4 column
+    objective = {(r["model"], r["lr"], r["weight_decay"]): r for r in hessian_grid.table(runs, tables, loss="objective")}
+    assert objective[("vit_ti", 1e-3, 0.05)]["largest_median"] == pytest.approx(2.0 * 45.0)
 
 
 def paraboloid(a: float, b: float, centre: float, points: int = 21) -> list[dict]:
     """Landscape rows of loss = centre + a x^2 + b y^2 on [-1, 1]^2."""
     coords = np.linspace(-1.0, 1.0, points)
-    return [{"x": x, "y": y, "loss": centre + a * x * x + b * y * y, "nll": centre + a * x * x + b * y * y,
-             "accuracy": 0.5} for y in coords for x in coords]
+    return [{"x": x, "y": y, "loss": centre + a * x * x + b * y * y, "nll": centre - 0.25 + a * x * x + b * y * y,
+             "regulariser": 0.25, "accuracy": 0.5, "objective": "train"} for y in coords for x in coords]
 
 
 def write_landscape(tmp_path: Path, run_dir: Path, rows: list[dict]) -> Path:
     """The run's landscape table under analysis/landscape/<run id>/last.csv."""
     run_id = run_dir.relative_to(tmp_path / "runs")
     return write_table(tmp_path / "analysis" / "landscape" / run_id / "last.csv",
-                       ("x", "y", "loss", "nll", "accuracy"), rows)
+                       ("x", "y", "loss", "nll", "regulariser", "accuracy", "objective"), rows)
 
 
 def test_landscape_surfaces_flatness_of_paraboloids(tmp_path):
@@ -244,6 +293,15 @@ def test_landscape_surfaces_flatness_of_paraboloids(tmp_path):
     assert len(corner) == 1 and as_float(corner[0]["loss"]) == pytest.approx(2.4)
     assert as_float(corner[0]["accuracy_pct"]) == pytest.approx(50.0)
     assert [r["model"] for r in rows if r["kind"] == "run"] == ["resnet50", "vit_ti", "vit_ti"]
+    assert {(r["loss_part"], r["objective"]) for r in runs.values()} == {("objective", "train")}
+    assert as_float(runs[("vit_ti", 1.0)]["centre_nll"]) == pytest.approx(1.75)
+    assert as_float(runs[("vit_ti", 1.0)]["centre_regulariser"]) == pytest.approx(0.25)
+    assert as_float(corner[0]["regulariser"]) == pytest.approx(0.25)
+    # the NLL part alone: the same shapes, 0.25 lower
+    nll = {(r["model"], float(r["fraction"])): r for r in landscape_surfaces.table([resnet, vit, small], tables, loss="nll")
+           if r["kind"] == "run"}
+    assert nll[("vit_ti", 1.0)]["centre_loss"] == pytest.approx(1.75) and nll[("vit_ti", 1.0)]["loss_part"] == "nll"
+    assert nll[("vit_ti", 1.0)]["curvature"] == pytest.approx(0.4)
 
 
 def test_contour_levels_are_shared_rises_above_each_panels_minimum():

@@ -18,12 +18,12 @@ def _random_maps(shape, seed=0, dtype=torch.float32):
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 
 
-def _reference_delta(maps: np.ndarray) -> np.ndarray:
+def _reference_delta(maps: np.ndarray, points: int) -> np.ndarray:
     """ΔLog amplitude straight from the definition with numpy: full FFT, log, fftshift, mean, diagonal from centre."""
     size = maps.shape[-1]
     logamp = np.log(np.abs(np.fft.fft2(maps, axes=(-2, -1))) + 1e-6)
     centred = np.fft.fftshift(logamp, axes=(-2, -1)).mean(axis=(0, 1))
-    idx = (size // 2 + np.arange(size // 2 + 1)) % size
+    idx = (size // 2 + np.arange(points)) % size
     diag = centred[idx, idx]
     return diag - diag[0]
 
@@ -32,14 +32,17 @@ def _reference_delta(maps: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("size", [8, 7, 16])
-def test_delta_matches_explicit_fftshift_definition(size):
+@pytest.mark.parametrize("highest", ["authors", "nyquist"])
+def test_delta_matches_explicit_fftshift_definition(size, highest):
     maps = _random_maps((3, 4, size, size), dtype=torch.float64)
-    freqs, values = fourier.delta_log_amplitude(maps)
-    np.testing.assert_allclose(values.numpy(), _reference_delta(maps.numpy()), atol=1e-10)
-    assert len(freqs) == size // 2 + 1
-    assert freqs[0] == 0
-    expected_last = math.pi if size % 2 == 0 else math.pi * (size - 1) / size
+    freqs, values = fourier.delta_log_amplitude(maps, highest)
+    # the authors end the half diagonal at index h/2 - 1 (even h); nyquist adds index h/2, the frequency pi
+    points = {"authors": size - size // 2, "nyquist": size // 2 + 1}[highest]
+    np.testing.assert_allclose(values.numpy(), _reference_delta(maps.numpy(), points), atol=1e-10)
+    assert len(freqs) == points and freqs[0] == 0
+    expected_last = math.pi if size % 2 == 0 and highest == "nyquist" else 2 * math.pi * (points - 1) / size
     assert freqs[-1].item() == pytest.approx(expected_last)
+    assert fourier.delta_log_amplitude(maps)[1].shape == (size - size // 2,)  # the authors' is the default
 
 
 @pytest.mark.parametrize("k0", [1, 3, 5, 8])
@@ -48,7 +51,7 @@ def test_diagonal_sinusoid_peaks_at_its_own_frequency(k0):
     m = torch.arange(size, dtype=torch.float64)
     wave = offset + amp * torch.cos(2 * math.pi * k0 * (m[:, None] + m[None, :]) / size + 0.3)
     maps = wave.expand(2, 3, size, size).float()
-    freqs, values = fourier.delta_log_amplitude(maps)
+    freqs, values = fourier.delta_log_amplitude(maps, "nyquist")
     assert int(values[1:].argmax()) + 1 == k0
     assert freqs[k0].item() == pytest.approx(2 * math.pi * k0 / size)
     # |F| at (k0, k0) is amp * H * W / 2 (amp * H * W * |cos 0.3| at Nyquist, where the wave is real-valued)
@@ -114,8 +117,10 @@ def test_variance_of_checkerboard_and_constant():
     m = torch.arange(6)
     board = a * (1 - 2 * ((m[:, None] + m[None, :]) % 2)).float()
     maps = torch.stack([board, 2 * board, torch.full((6, 6), 5.0)])[None]  # 1 x 3 x 6 x 6
-    var = fourier.spatial_variance(maps)
+    var = fourier.spatial_variance(maps, "population")
     torch.testing.assert_close(var, torch.tensor([[a**2, 4 * a**2, 0.0]]))
+    # the default is the unbiased estimator (the authors' Tensor.var): 36 positions, factor 36/35
+    torch.testing.assert_close(fourier.spatial_variance(maps), torch.tensor([[a**2, 4 * a**2, 0.0]]) * 36 / 35)
 
 
 # -------------------------------------------------------------------------------------------- noise
@@ -239,7 +244,7 @@ def test_fourier_and_variance_tables_match_direct_computation():
     with torch.no_grad():
         maps = {"stem": x, "blur": model.blur(x), "down": model.down(model.blur(x))}
     expected_depth = {"stem": 0.0, "blur": 0.5, "down": 1.0}
-    assert [r["block_name"] for r in rows] == ["stem"] * 5 + ["blur"] * 5 + ["down"] * 3
+    assert [r["block_name"] for r in rows] == ["stem"] * 4 + ["blur"] * 4 + ["down"] * 2
     for name, fmap in maps.items():
         mine = [r for r in rows if r["block_name"] == name]
         freqs, values = fourier.delta_log_amplitude(fmap)
@@ -248,7 +253,7 @@ def test_fourier_and_variance_tables_match_direct_computation():
         assert {(r["depth"], r["block_index"]) for r in mine} == {(expected_depth[name], int(2 * expected_depth[name]))}
     kinds = {r["block_name"]: r["kind"] for r in rows}
     assert kinds == {"stem": "stem", "blur": "conv", "down": "downsample"}
-    by_name = {r["block_name"]: r for r in rows if r["frequency"] == math.pi}
+    by_name = {r["block_name"]: r for r in rows if r["frequency"] == pytest.approx(0.75 * math.pi)}
     assert by_name["blur"]["delta_log_amplitude"] < by_name["stem"]["delta_log_amplitude"] - 1.0
 
     only_down = fourier.fourier_table(model, batches, "cpu", kinds=["downsample"])
@@ -257,6 +262,85 @@ def test_fourier_and_variance_tables_match_direct_computation():
     variances = fourier.feature_variance_table(model, [x[:3], x[3:]], "cpu")
     assert [v["block_name"] for v in variances] == ["stem", "blur", "down"]
     for row in variances:
-        direct = maps[row["block_name"]].var(dim=(-2, -1), correction=0).mean().item()
+        direct = maps[row["block_name"]].var(dim=(-2, -1), correction=1).mean().item()
         assert row["variance"] == pytest.approx(direct, rel=1e-5)
         assert row["depth"] == expected_depth[row["block_name"]]
+
+
+# ------------------------------------------------ the authors' notebook computation, as an independent reference
+
+
+def notebook_delta_log_amplitude(latent: np.ndarray) -> np.ndarray:
+    """The authors' fourier_analysis notebook in numpy: FFT, log(|F| + 1e-6), roll by h/2, mean over batch and
+    channels, the diagonal from index h/2 on, minus its first value."""
+    _, _, h, w = latent.shape
+    log_amplitude = np.log(np.abs(np.fft.fft2(latent)) + 1e-6)
+    centred = np.roll(log_amplitude, (h // 2, w // 2), axis=(2, 3)).mean(axis=(0, 1))
+    diagonal = np.diag(centred)[h // 2:]
+    return diagonal - diagonal[0]
+
+
+def notebook_variance(latent: np.ndarray) -> float:
+    """The authors' featuremap_variance notebook in numpy: unbiased spatial variance, mean over batch and channels."""
+    return float(latent.var(axis=(-2, -1), ddof=1).mean())
+
+
+def token_map(tokens: torch.Tensor) -> np.ndarray:
+    """ViT tokens without the class token, `b (h w) c -> b c h w` as the notebook's einops call."""
+    tokens = tokens[:, 1:].detach().double().numpy()
+    b, n, c = tokens.shape
+    side = int(math.isqrt(n))
+    return tokens.reshape(b, side, side, c).transpose(0, 3, 1, 2)
+
+
+def notebook_latents(model, arch: str, x: torch.Tensor) -> dict[str, np.ndarray]:
+    """Block outputs collected as the notebooks do: the model cut into a sequence of blocks, run one after the
+    other (ViT: each block as Residual(norm1, attn) then Residual(norm2, mlp); ResNet: stem, then every block)."""
+    latents = {}
+    with torch.no_grad():
+        if arch == "vitwork_vit":
+            # the stem (patch + position embedding, issue 12 item 1) is the models' to fix, so it is not compared here
+            tokens = model.norm_pre(model._pos_embed(model.patch_embed(x)))
+            for index, block in enumerate(model.blocks):
+                tokens = tokens + block.attn(block.norm1(tokens))
+                latents[f"blocks.{index}.msa"] = token_map(tokens)
+                tokens = tokens + block.mlp(block.norm2(tokens))
+                latents[f"blocks.{index}.mlp"] = token_map(tokens)
+        else:
+            out = model.act1(model.bn1(model.conv1(x)))
+            latents["stem"] = out.double().numpy()
+            for stage in range(1, 5):
+                for index, block in enumerate(getattr(model, f"layer{stage}")):
+                    out = block(out)
+                    latents[f"layer{stage}.{index}"] = out.double().numpy()
+    return latents
+
+
+@pytest.mark.parametrize("arch, kwargs", [
+    ("vitwork_vit", {"patch_size": 4, "embed_dim": 48, "depth": 3, "num_heads": 2, "mlp_ratio": 2}),
+    ("vitwork_resnet", {"block": "basic", "layers": [1, 1, 1, 1], "channels": [8, 16, 32, 64], "stem_width": 8}),
+])
+def test_tables_agree_with_the_authors_notebook_computation(arch, kwargs):
+    from vitwork.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model(arch, num_classes=10, **kwargs).eval()
+    x = _random_maps((12, 3, 32, 32), seed=20)
+    latents = notebook_latents(model, arch, x)
+    spectra = fourier.fourier_table(model, [x[:5], x[5:]], "cpu")
+    variances = {row["block_name"]: row["variance"] for row in fourier.feature_variance_table(model, [x], "cpu")}
+    assert set(latents) <= {row["block_name"] for row in spectra}
+    for name, latent in latents.items():
+        ours = [row["delta_log_amplitude"] for row in spectra if row["block_name"] == name]
+        np.testing.assert_allclose(ours, notebook_delta_log_amplitude(latent), atol=2e-4, err_msg=name)
+        assert variances[name] == pytest.approx(notebook_variance(latent), rel=1e-4), name
+    # the depth figure's "highest frequency" is the notebook's latent[-1]: index h/2 - 1 of the centred diagonal
+    from vitwork.figures.fourier_depth import highest_frequency_rows
+
+    typed = [{**row, "block_index": int(row["block_index"])} for row in spectra]
+    highest = {row["block_name"]: row for row in highest_frequency_rows(typed)}
+    for name, latent in latents.items():
+        h = latent.shape[-1]
+        assert highest[name]["high_frequency"] == pytest.approx(2 * math.pi * (h // 2 - 1) / h)
+        expected = notebook_delta_log_amplitude(latent)[-1]
+        assert highest[name]["high_frequency_delta_log_amplitude"] == pytest.approx(expected, abs=2e-4)

@@ -8,11 +8,13 @@ from torch.func import functional_call, hessian
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from vitwork.hessian import (
+    EigenResult,
     HessianOperator,
     batch_spectrum,
     hutchinson_trace,
     lanczos,
     power_iteration,
+    shifted_top_magnitude,
     top_eigenvalues,
 )
 
@@ -156,13 +158,13 @@ def test_lanczos_matches_exact_spectrum(mlp_case):
     model, inputs, targets, _, spectrum = mlp_case
     op = HessianOperator(model, inputs, targets, weight_decay=WD, decay=DECAY)
     top = top_eigenvalues(op, "lanczos", k=5, tol=1e-3)
-    assert top.converged and top.hvps == op.hvps
+    assert top.all_converged and top.hvps == op.hvps
     np.testing.assert_allclose(top.eigenvalues, top_by_magnitude(spectrum, 5), rtol=1e-3)
     largest = lanczos(op, "largest", k=1, tol=1e-3)
-    most_negative = lanczos(op, "most_negative", k=1, tol=1e-3, ncv=20)
-    assert largest.converged and most_negative.converged
+    smallest = lanczos(op, "smallest", k=1, tol=1e-3, ncv=20)
+    assert largest.all_converged and smallest.all_converged
     assert largest.eigenvalues[0] == pytest.approx(spectrum[-1], rel=1e-3)
-    assert most_negative.eigenvalues[0] == pytest.approx(spectrum[0], rel=1e-3)
+    assert smallest.eigenvalues[0] == pytest.approx(spectrum[0], rel=1e-3)
 
 
 def test_power_iteration_matches_exact_top_magnitude(mlp_case):
@@ -179,31 +181,114 @@ def test_power_iteration_matches_exact_top_magnitude(mlp_case):
     np.testing.assert_allclose(tight.eigenvalues, top_by_magnitude(spectrum, 2), rtol=1e-4)
 
 
-def test_budget_exhaustion_is_reported(mlp_case):
-    model, inputs, targets, *_ = mlp_case
+def test_budget_exhaustion_keeps_marked_estimates(mlp_case):
+    """A solve that runs out of HVPs reports a Rayleigh-Ritz estimate per rank, marked unconverged, never NaN."""
+    model, inputs, targets, _, spectrum = mlp_case
     op = HessianOperator(model, inputs, targets, weight_decay=WD, decay=DECAY)
-    result = lanczos(op, "most_negative", k=1, tol=1e-8, max_hvps=25, ncv=20)
-    assert not result.converged and result.hvps <= 25 + 20
-    assert result.eigenvalues.shape == (1,)
+    result = lanczos(op, "smallest", k=3, tol=1e-10, max_hvps=25, ncv=8)
+    assert result.hvps <= 25 + 8 and not result.converged.all()
+    assert result.eigenvalues.shape == (3,) and np.isfinite(result.eigenvalues).all()
+    assert np.all(np.diff(result.eigenvalues) >= 0)  # smallest first
+    # a Ritz value of the smallest end is an upper bound of the smallest eigenvalue, and inside the spectrum
+    assert spectrum[0] - 1e-9 <= result.eigenvalues[0] <= spectrum[-1]
+    assert result.eigenvalues[0] < 0.5 * spectrum[0] < 0  # and a usable estimate of it
 
 
 def test_batch_spectrum_rows(mlp_case):
     model, inputs, targets, _, spectrum = mlp_case
     rows = batch_spectrum(model, inputs, targets, weight_decay=WD, decay=DECAY, method="lanczos", k=3, tol=1e-3,
-                          max_hvps=400, seed=0, trace_probes=4)
+                          max_hvps=400, seed=0, trace_probes=4, parts=("objective",))
     kinds = [r["which"] for r in rows]
-    assert kinds == ["top_magnitude"] * 3 + ["largest", "most_negative", "trace"]
+    assert kinds == ["top_magnitude"] * 3 + ["largest", "smallest", "trace", "trace"]
+    assert [r["part"] for r in rows] == ["objective"] * 6 + ["regulariser"]
     assert [r["rank"] for r in rows[:3]] == [0, 1, 2]
-    by_kind = {r["which"]: r for r in rows[3:]}
+    by_kind = {r["which"]: r for r in rows[3:6]}
     assert by_kind["largest"]["value"] == pytest.approx(spectrum[-1], rel=1e-3)
-    assert by_kind["most_negative"]["value"] == pytest.approx(spectrum[0], rel=1e-3)
+    assert by_kind["smallest"]["value"] == pytest.approx(spectrum[0], rel=1e-3)
+    assert by_kind["smallest"]["sign"] == "negative" and by_kind["largest"]["sign"] == "positive"
     assert by_kind["trace"]["hvps"] == 4 and by_kind["trace"]["stderr"] > 0
     assert all(r["converged"] for r in rows) and len({r["hvps_total"] for r in rows}) == 1
     assert rows[0]["hvps_total"] == sum({r["solve"]: r["hvps"] for r in rows}.values())
-    power_rows = batch_spectrum(model, inputs, targets, weight_decay=WD, decay=DECAY, method="power", k=2, ends=())
+    assert rows[0]["loss"] == pytest.approx(rows[0]["nll"] + rows[0]["regulariser"]) and rows[0]["regulariser"] > 0
+    power_rows = batch_spectrum(model, inputs, targets, weight_decay=WD, decay=DECAY, method="power", k=2, ends=(),
+                                parts=("objective",))
     assert [r["method"] for r in power_rows] == ["power", "power"]
     with pytest.raises(ValueError):
         batch_spectrum(model, inputs, targets, method="shifted_power")
+
+
+def values_of(rows, part, which):
+    """The values of one part's and kind's rows, by rank."""
+    return np.asarray([r["value"] for r in sorted(rows, key=lambda r: r["rank"])
+                       if r["part"] == part and r["which"] == which])
+
+
+@pytest.mark.parametrize("method", ["lanczos", "power"])
+def test_parts_against_exact_hessians_with_every_parameter_decayed(mlp_case, method):
+    """Decay set `all`: H_objective = H_nll + wd I, so the eigenvalues shift by wd and the trace by wd * n, from
+    solves of one part only (the NLL's), and each part's values match its exact Hessian."""
+    model, inputs, targets, *_ = mlp_case
+    nll = np.linalg.eigvalsh(exact_hessian(model, inputs, targets, 0.0))
+    objective = np.linalg.eigvalsh(exact_hessian(model, inputs, targets, WD, decay_all=True))
+    np.testing.assert_allclose(objective, nll + WD, atol=1e-10)
+    n = sum(p.numel() for p in model.parameters())
+    rows = batch_spectrum(model, inputs, targets, weight_decay=WD, decay="all", method=method, k=3, tol=1e-6,
+                          max_hvps=600, seed=0, trace_probes=5)
+    rtol = 1e-5 if method == "lanczos" else 3e-2
+    for part, exact in (("objective", objective), ("nll", nll)):
+        np.testing.assert_allclose(values_of(rows, part, "top_magnitude"), top_by_magnitude(exact, 3), rtol=rtol)
+        assert values_of(rows, part, "largest")[0] == pytest.approx(exact[-1], rel=1e-5)
+        assert values_of(rows, part, "smallest")[0] == pytest.approx(exact[0], rel=1e-5)
+    np.testing.assert_allclose(values_of(rows, "objective", "largest") - values_of(rows, "nll", "largest"), WD)
+    trace = {r["part"]: r for r in rows if r["which"] == "trace"}
+    assert trace["objective"]["value"] - trace["nll"]["value"] == pytest.approx(WD * n, rel=1e-12)
+    assert trace["regulariser"]["value"] == pytest.approx(WD * n) and trace["regulariser"]["stderr"] == 0
+    assert trace["objective"]["stderr"] == pytest.approx(trace["nll"]["stderr"])
+    # every eigen-solve ran on the NLL: the objective's rows name those solves, at no extra HVP
+    assert {r["solve"].split(":")[0] for r in rows if r["part"] != "regulariser"} == {"nll"}
+    assert rows[0]["hvps_total"] == sum({r["solve"]: r["hvps"] for r in rows}.values())
+
+
+def test_parts_against_exact_hessians_with_matrices_decayed(mlp_case):
+    """Decay set `matrices`: the parts differ by wd on some coordinates only; each part gets its own solves."""
+    model, inputs, targets, dense, objective = mlp_case
+    nll = np.linalg.eigvalsh(exact_hessian(model, inputs, targets, 0.0))
+    assert not np.allclose(objective, nll + WD, atol=1e-6)  # not a shift
+    decayed = sum(p.numel() for p in model.parameters() if p.ndim > 1)
+    rows = batch_spectrum(model, inputs, targets, weight_decay=WD, decay=DECAY, k=3, tol=1e-6, max_hvps=600,
+                          trace_probes=3)
+    for part, exact in (("objective", objective), ("nll", nll)):
+        np.testing.assert_allclose(values_of(rows, part, "top_magnitude"), top_by_magnitude(exact, 3), rtol=1e-5)
+        assert values_of(rows, part, "largest")[0] == pytest.approx(exact[-1], rel=1e-5)
+        assert values_of(rows, part, "smallest")[0] == pytest.approx(exact[0], rel=1e-5)
+        assert {r["solve"].split(":")[0] for r in rows if r["part"] == part and r["which"] != "trace"} == {part}
+    trace = {r["part"]: r["value"] for r in rows if r["which"] == "trace"}
+    assert trace["objective"] - trace["nll"] == pytest.approx(WD * decayed, rel=1e-12)  # Rademacher: exact
+
+
+def test_smallest_eigenvalue_is_reported_when_none_is_negative():
+    """Softmax regression has a positive semi-definite NLL Hessian: with weight decay on every parameter the
+    objective has no negative eigenvalue, and its smallest is reported (= wd, sign positive), never NaN."""
+    torch.manual_seed(14)
+    model = torch.nn.Linear(6, 4).double()
+    inputs = torch.randn(30, 6, generator=torch.Generator().manual_seed(15), dtype=torch.float64)
+    targets = soft_targets(30, 4, seed=16)
+    exact = np.linalg.eigvalsh(exact_hessian(model, inputs, targets, WD, decay_all=True))
+    assert exact[0] > 0
+    rows = batch_spectrum(model, inputs, targets, weight_decay=WD, decay="all", k=2, tol=1e-8, max_hvps=300)
+    smallest = next(r for r in rows if r["part"] == "objective" and r["which"] == "smallest")
+    assert smallest["value"] == pytest.approx(exact[0], rel=1e-6) and smallest["value"] == pytest.approx(WD, rel=1e-6)
+    assert smallest["sign"] == "positive" and smallest["converged"]
+    assert all(np.isfinite(r["value"]) for r in rows)
+
+
+def test_shifted_top_magnitude_only_when_the_shift_cannot_reorder():
+    top = EigenResult("top_magnitude", "lanczos", np.array([10.0, -4.0, 3.0]), 30, 30, True, 1e-3, part="nll")
+    up = shifted_top_magnitude(top, 0.5, "objective")  # outsiders |λ| <= 3 stay below 3.5 after the shift
+    np.testing.assert_allclose(up.eigenvalues, [10.5, -3.5, 3.5])
+    assert up.part == "objective" and up.solve == "nll:top_magnitude" and up.converged.all()
+    # -4 + 2 = -2 may fall below an outsider such as 3 + 2 = 5: the shifted top-k is not known
+    assert shifted_top_magnitude(top, 2.0, "objective") is None
 
 
 def test_hutchinson_trace_is_unbiased(mlp_case):

@@ -93,3 +93,40 @@ def test_soft_targets_and_default_grid(case):
     assert centre["loss"] == centre["nll"]
     assert centre["accuracy"] == pytest.approx((logits.argmax(1) == labels).double().mean().item())
     assert len(grid_coords()) == 21 and grid_coords()[[0, 10, 20]].tolist() == [-1.0, 0.0, 1.0]
+
+
+def test_regulariser_is_reported_apart_from_the_nll(case):
+    model, inputs, labels = case
+    rows = loss_landscape_2d(model, dataset_loss_fn(inputs, labels), random_directions(model, seed=6),
+                             grid_coords(3, 0.5), weight_decay=WD, decay="all")
+    for row in rows:
+        assert row["loss"] == pytest.approx(row["nll"] + row["regulariser"], rel=1e-12)
+    centre = rows[4]
+    assert centre["regulariser"] == pytest.approx(0.5 * WD * sum(float(p.detach().pow(2).sum()) for p in model.parameters()))
+    assert rows[0]["regulariser"] != pytest.approx(centre["regulariser"])  # the weights move, so does the term
+
+
+@pytest.mark.parametrize("arch, kwargs", [
+    ("vitwork_vit", {"patch_size": 8, "embed_dim": 16, "depth": 1, "num_heads": 2, "mlp_ratio": 2}),
+    ("vitwork_vit_local", {"patch_size": 8, "embed_dim": 16, "depth": 1, "num_heads": 2, "mlp_ratio": 2,
+                           "kernel_size": 3}),
+    ("vitwork_alternet", {"layers": [1, 1, 2, 2], "channels": [8, 8, 16, 16], "stem_width": 8,
+                          "msa_per_stage": [0, 0, 1, 1], "heads": [1, 1, 2, 2], "head_dim": 8}),
+])
+def test_directions_move_weight_tensors_only(arch, kwargs):
+    """Position embeddings, class tokens and relative-position tables stay fixed (Li et al., the authors)."""
+    from vitwork.landscape import direction_parameter_names
+    from vitwork.models import create_model
+
+    model = create_model(arch, num_classes=4, **kwargs)
+    moved = direction_parameter_names(model)
+    fixed = [n for n, _ in model.named_parameters()
+             if any(key in n for key in ("pos_embed", "cls_token", "relative_position"))]
+    assert fixed and not moved & set(fixed)
+    first, _ = random_directions(model, seed=0)
+    for name, p in model.named_parameters():
+        if name in moved:
+            assert p.ndim > 1
+            torch.testing.assert_close(first[name].flatten(1).norm(dim=1), p.detach().flatten(1).norm(dim=1))
+        else:
+            assert torch.count_nonzero(first[name]) == 0, name

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -106,6 +108,37 @@ def test_evaluate_corruptions_reads_every_set_of_a_folder(tmp_path):
     assert mean_corruption_accuracy(rows) == pytest.approx(np.mean([r["acc"] for r in rows]))
     with pytest.raises(ValueError, match="snow.npy: file is missing"):
         evaluate_corruptions(model, tmp_path, labels, MEAN, STD, names=("snow",))
+
+
+def test_evaluate_corruptions_on_positions_of_the_sets(tmp_path):
+    """A sample of the official files: only the given positions of every severity's block are evaluated."""
+    rng = np.random.default_rng(2)
+    n = 10
+    labels = rng.integers(0, 3, size=n)
+    array = rng.integers(0, 256, size=(5 * n, 32, 32, 3), dtype=np.uint8)
+    C.write_corruption(tmp_path, "fog", array)
+    positions = np.array([1, 4, 7])
+    model = ChannelMeanClassifier()
+    rows = evaluate_corruptions(model, tmp_path, labels, MEAN, STD, names=("fog",), positions=positions)
+    for row in rows:
+        block = array[(row["severity"] - 1) * n + positions]
+        assert row == {"corruption": "fog", "severity": row["severity"],
+                       **evaluate_arrays(model, block, labels[positions], MEAN, STD)}
+
+
+def test_memory_mapped_sets_are_evaluated_without_a_warning(tmp_path):
+    """Corruption files are read-only memory maps; torch warns (once per process) when wrapping those, so the
+    check runs in a fresh interpreter."""
+    C.write_corruption(tmp_path, "fog", np.zeros((5 * 2, 32, 32, 3), dtype=np.uint8))
+    C.write_labels(tmp_path, np.array([0, 1]))
+    script = (
+        "import warnings, torch; warnings.simplefilter('always');\n"
+        "from vitwork.robustness import evaluate_corruptions\n"
+        f"evaluate_corruptions(torch.nn.Flatten(), {str(tmp_path)!r}, None, (0.5,) * 3, (0.25,) * 3, names=('fog',))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "not writable" not in done.stderr
 
 
 def test_mean_corruption_accuracy_rejects_empty_and_duplicate_rows():

@@ -141,7 +141,8 @@ def test_demo_analysis_figures_hold_the_analyses_numbers(demo_run):
     spectra = [r for r in read_csv(figures / "hessian_inductive_bias.csv") if r["kind"] == "run"]
     assert {(r["model"], float(r["fraction"])) for r in spectra} == {(m, f) for m in ("resnet", "vit") for f in (1.0, 0.25)}
     top = next(r for r in spectra if r["run_id"] == vit and r["which"] == "top_magnitude")
-    values = [float(r["value"]) for r in analysis_rows(demo_run, "hessian", vit, "warmup") if r["which"] == "top_magnitude"]
+    values = [float(r["value"]) for r in analysis_rows(demo_run, "hessian", vit, "warmup")
+              if r["which"] == "top_magnitude" and r["part"] == "objective"]
     assert int(top["n_values"]) == len(values) == 10 and int(top["n_negative"]) == sum(v < 0 for v in values)
     grid = read_csv(figures / "hessian_optimizer_grid.csv")
     assert len(grid) == 18 and {r["status"] for r in grid if float(r["lr"]) == 30.0} == {"diverged"}

@@ -142,3 +142,35 @@ def write_subset(labels_path, fraction: float, seed: int, out_path) -> np.ndarra
         with open(tmp, "wb") as handle:
             np.save(handle, indices)
     return indices
+
+
+def stratified_sample(labels: np.ndarray, size: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of `size` images spread as evenly over the classes as their sizes allow, chosen with `seed`.
+
+    The analysis sample (Fourier, variance, noise, corruptions, landscape): every class gets `size // C` images and
+    `size % C` classes drawn with `seed` get one more (a class smaller than its share gives all its images and the
+    others share the rest). It depends only on `labels`, `size` and `seed`, so every model compared sees the same
+    images; a split stored in class order (an ImageFolder tree) is sampled as fairly as a shuffled one.
+    `size` None or at least the split's size means the whole split.
+    """
+    labels = np.asarray(labels)
+    if size is None or size >= labels.size:
+        return np.arange(labels.size, dtype=np.int64)
+    if size < 1:
+        raise ValueError(f"sample size must be positive, got {size}")
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    taken = np.zeros_like(counts)
+    remaining = size
+    while remaining:
+        open_classes = np.flatnonzero(taken < counts)
+        share = remaining // open_classes.size
+        if share == 0:  # fewer images left than classes with images left: one more for `remaining` random classes
+            taken[rng.choice(open_classes, size=remaining, replace=False)] += 1
+            break
+        extra = np.minimum(share, counts[open_classes] - taken[open_classes])
+        taken[open_classes] += extra
+        remaining -= int(extra.sum())
+    keep = [rng.choice(np.flatnonzero(labels == cls), size=count, replace=False)
+            for cls, count in zip(classes, taken) if count]
+    return np.sort(np.concatenate(keep)).astype(np.int64)

@@ -9,11 +9,14 @@ Fourier analysis of feature maps (``delta_log_amplitude``, ``LogAmplitudeAccumul
     and read along the main diagonal from DC outward; ΔLog amplitude(k) = value(k) - value(DC).
 
     * Diagonal points. After ``fftshift`` the DC bin sits at index ``H // 2``; the half diagonal is read at
-      shifted indices ``(H//2 + k) mod H`` for ``k = 0 .. H//2`` (``H//2 + 1`` points). The point ``k`` is the
-      2-D frequency ``(ω, ω)`` with ``ω = 2πk/H`` rad per pixel (the value reported as ``frequency``, i.e. the
-      per-axis frequency, equal to ``|ω|∞``). For even ``H`` the last point wraps to shifted index 0, the
-      Nyquist bin ``(-π, -π)``, which is the same frequency as ``(+π, +π)``, so frequencies run exactly
-      ``0 .. π``. For odd ``H`` there is no Nyquist bin: ``(H+1)/2`` points, the last at ``π (H-1)/H``.
+      shifted indices ``(H//2 + k) mod H`` from ``k = 0``. The point ``k`` is the 2-D frequency ``(ω, ω)`` with
+      ``ω = 2πk/H`` rad per pixel (the value reported as ``frequency``, i.e. the per-axis frequency, equal to
+      ``|ω|∞``). Where it ends is ``highest_frequency`` (`DIAGONAL_ENDS`):
+      ``authors`` (default): ``k = 0 .. ceil(H/2) - 1``, the authors' ``diag()[H//2:]`` of the centred spectrum,
+      so for even ``H`` the highest frequency is index ``H/2 - 1``, at ``π (1 - 2/H)`` (their plots label the last
+      point π); ``nyquist``: ``k = 0 .. H//2``, which for even ``H`` adds the Nyquist bin ``(-π, -π)`` (the same
+      frequency as ``(+π, +π)``), so frequencies run exactly ``0 .. π``. For odd ``H`` both give the
+      ``(H+1)/2`` points up to ``π (H-1)/H``.
     * Since the shifted index ``(H//2 + k) mod H`` holds the unshifted bin ``k``, the code reads bins
       ``(k, k)`` of ``torch.fft.rfft2`` (which keeps columns ``0 .. W//2``, exactly the ones needed) instead of
       shifting the full spectrum; the test suite checks this against an explicit ``numpy.fft.fftshift``.
@@ -44,8 +47,10 @@ Noise-frequency robustness (``sign_noise``, ``bandpass``, ``bandpass_sign_noise`
     * Accuracy is top-1 over all images; ``delta_acc = acc - clean_acc`` (fractions, not percent).
 
 Feature-map variance (``spatial_variance``, ``feature_variance_table``)
-    Population variance (``correction=0``) over the H·W positions per sample and channel, averaged over batch
-    and channels (streamed like the spectra).
+    Variance over the H·W positions per sample and channel, averaged over batch and channels (streamed like the
+    spectra). ``estimator`` (`VARIANCE_ESTIMATORS`): ``unbiased`` (default, ``correction=1``, the authors'
+    ``Tensor.var``) or ``population`` (``correction=0``); they differ by the factor ``HW / (HW - 1)``, 1.07 on a
+    4x4 map.
 
 Tables
     ``block_index`` is the position of the block among the non-head entries of ``model.feature_blocks()``;
@@ -57,6 +62,7 @@ Tables
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -68,15 +74,28 @@ from torch import nn
 
 LOG_EPS = 1e-6
 DEFAULT_BANDWIDTH = 0.2
+# highest_frequency -> number of half-diagonal points of a size x size map (module doc)
+DIAGONAL_ENDS: dict[str, Callable[[int], int]] = {"authors": lambda size: size - size // 2,
+                                                  "nyquist": lambda size: size // 2 + 1}
+VARIANCE_ESTIMATORS = {"unbiased": 1, "population": 0}  # estimator -> torch.var correction
 DEFAULT_NOISE_FREQUENCIES = tuple(math.pi * k / 10 for k in range(1, 10))
 
 
 # ----------------------------------------------------------------------------------------------- spectra
 
 
-def half_diagonal_frequencies(size: int, device: torch.device | str | None = None) -> torch.Tensor:
+def diagonal_points(size: int, highest_frequency: str = "authors") -> int:
+    """Number of half-diagonal points of a ``size x size`` map, from DC to the ``highest_frequency`` end."""
+    if highest_frequency not in DIAGONAL_ENDS:
+        raise ValueError(f"highest_frequency must be one of {sorted(DIAGONAL_ENDS)}, got {highest_frequency!r}")
+    return DIAGONAL_ENDS[highest_frequency](size)
+
+
+def half_diagonal_frequencies(size: int, device: torch.device | str | None = None,
+                              highest_frequency: str = "authors") -> torch.Tensor:
     """Angular frequencies (rad/pixel, float64) of the half diagonal of a centred ``size x size`` spectrum."""
-    return torch.arange(size // 2 + 1, dtype=torch.float64, device=device) * (2 * math.pi / size)
+    points = diagonal_points(size, highest_frequency)
+    return torch.arange(points, dtype=torch.float64, device=device) * (2 * math.pi / size)
 
 
 def _check_square(fmap: torch.Tensor) -> int:
@@ -94,28 +113,31 @@ def _fft_dtype(fmap: torch.Tensor) -> torch.Tensor:
     return fmap if fmap.dtype == torch.float64 else fmap.float()
 
 
-def diagonal_log_amplitude(fmap: torch.Tensor) -> torch.Tensor:
+def diagonal_log_amplitude(fmap: torch.Tensor, highest_frequency: str = "authors") -> torch.Tensor:
     """Log amplitude ``log(|F| + 1e-6)`` on the half diagonal (DC outward) of each sample's and channel's spectrum.
 
-    Returns ``[B, C, H//2 + 1]``; bin ``(k, k)`` of the unshifted spectrum is the point ``k`` of the centred one.
+    Returns ``[B, C, points]`` (`diagonal_points`); bin ``(k, k)`` of the unshifted spectrum is the point ``k`` of
+    the centred one.
     """
     size = _check_square(fmap)
     spectrum = torch.fft.rfft2(_fft_dtype(fmap))  # [B, C, H, W//2 + 1]
-    k = torch.arange(size // 2 + 1, device=fmap.device)
+    k = torch.arange(diagonal_points(size, highest_frequency), device=fmap.device)
     return torch.log(spectrum[..., k, k].abs() + LOG_EPS)
 
 
-def delta_log_amplitude(fmap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """ΔLog amplitude of one batch of maps: ``(frequencies, values)``, float64 ``[H//2 + 1]`` on the map's device."""
-    mean = diagonal_log_amplitude(fmap).mean(dim=(0, 1), dtype=torch.float64)
-    return half_diagonal_frequencies(fmap.shape[-1], fmap.device), mean - mean[0]
+def delta_log_amplitude(fmap: torch.Tensor, highest_frequency: str = "authors") -> tuple[torch.Tensor, torch.Tensor]:
+    """ΔLog amplitude of one batch of maps: ``(frequencies, values)``, float64, on the map's device."""
+    mean = diagonal_log_amplitude(fmap, highest_frequency).mean(dim=(0, 1), dtype=torch.float64)
+    return half_diagonal_frequencies(fmap.shape[-1], fmap.device, highest_frequency), mean - mean[0]
 
 
-def spatial_variance(fmap: torch.Tensor) -> torch.Tensor:
-    """Population variance over the spatial positions, per sample and channel: ``[B, C]``."""
+def spatial_variance(fmap: torch.Tensor, estimator: str = "unbiased") -> torch.Tensor:
+    """Variance over the spatial positions per sample and channel, ``[B, C]`` (``estimator``: unbiased | population)."""
     if fmap.ndim != 4:
         raise ValueError(f"expected a [B, C, H, W] feature map, got shape {tuple(fmap.shape)}")
-    return torch.var(_fft_dtype(fmap), dim=(-2, -1), correction=0)
+    if estimator not in VARIANCE_ESTIMATORS:
+        raise ValueError(f"estimator must be one of {sorted(VARIANCE_ESTIMATORS)}, got {estimator!r}")
+    return torch.var(_fft_dtype(fmap), dim=(-2, -1), correction=VARIANCE_ESTIMATORS[estimator])
 
 
 # ------------------------------------------------------------------------------------ streaming averages
@@ -181,7 +203,9 @@ def _batched_channel_sums(
 class LogAmplitudeAccumulator:
     """Streaming average of diagonal log amplitudes per block, so any number of images fits in bounded memory."""
 
-    def __init__(self) -> None:
+    def __init__(self, highest_frequency: str = "authors") -> None:
+        diagonal_points(1, highest_frequency)  # fail early on an unknown choice
+        self.highest_frequency = highest_frequency
         self._mean = StreamingMean()
         self._sizes: dict[str, int] = {}
 
@@ -195,7 +219,8 @@ class LogAmplitudeAccumulator:
             size = _check_square(fmap)
             if self._sizes.setdefault(key, size) != size:
                 raise ValueError(f"{key}: map size changed from {self._sizes[key]} to {size}")
-        for key, total, count in _batched_channel_sums(items, diagonal_log_amplitude):
+        log_amplitude = functools.partial(diagonal_log_amplitude, highest_frequency=self.highest_frequency)
+        for key, total, count in _batched_channel_sums(items, log_amplitude):
             self._mean.add(key, total, count)
 
     def keys(self) -> list[str]:
@@ -203,24 +228,28 @@ class LogAmplitudeAccumulator:
         return self._mean.keys()
 
     def mean_log_amplitude(self, key: str) -> torch.Tensor:
-        """Average diagonal log amplitude of ``key`` (float64 ``[H//2 + 1]``)."""
+        """Average diagonal log amplitude of ``key`` (float64, one value per diagonal point)."""
         return self._mean.mean(key)
 
     def result(self, key: str) -> tuple[torch.Tensor, torch.Tensor]:
         """``(frequencies, ΔLog amplitude)`` of ``key`` over everything added so far."""
         mean = self.mean_log_amplitude(key)
-        return half_diagonal_frequencies(self._sizes[key], mean.device), mean - mean[0]
+        return half_diagonal_frequencies(self._sizes[key], mean.device, self.highest_frequency), mean - mean[0]
 
 
 class VarianceAccumulator:
     """Streaming average over batch and channels of the spatial variance of each block's maps."""
 
-    def __init__(self) -> None:
+    def __init__(self, estimator: str = "unbiased") -> None:
+        if estimator not in VARIANCE_ESTIMATORS:
+            raise ValueError(f"estimator must be one of {sorted(VARIANCE_ESTIMATORS)}, got {estimator!r}")
+        self.estimator = estimator
         self._mean = StreamingMean()
 
     def update_many(self, items: Sequence[tuple[str, torch.Tensor]]) -> None:
         """Add maps of several blocks (one forward pass)."""
-        for key, total, count in _batched_channel_sums(items, spatial_variance):
+        variance = functools.partial(spatial_variance, estimator=self.estimator)
+        for key, total, count in _batched_channel_sums(items, variance):
             self._mean.add(key, total, count)
 
     def keys(self) -> list[str]:
@@ -290,14 +319,16 @@ def fourier_table(
     images: Iterable[Any],
     device: torch.device | str,
     kinds: Sequence[str] | None = None,
+    highest_frequency: str = "authors",
 ) -> list[dict[str, Any]]:
     """Tidy rows ``{block_index, block_name, kind, depth, frequency, delta_log_amplitude}`` over all images.
 
     ``images`` is any iterable of batches (a DataLoader, a list of tensors); the spectra are accumulated
-    in float64 sums, so memory does not grow with the number of images.
+    in float64 sums, so memory does not grow with the number of images. ``highest_frequency`` (authors |
+    nyquist) is where each block's half diagonal ends (module doc).
     """
     positions = block_positions(model)
-    acc = LogAmplitudeAccumulator()
+    acc = LogAmplitudeAccumulator(highest_frequency)
     for maps in _stream_feature_maps(model, images, device, kinds):
         acc.update_many(maps)
     rows = []
@@ -316,10 +347,12 @@ def feature_variance_table(
     images: Iterable[Any],
     device: torch.device | str,
     kinds: Sequence[str] | None = None,
+    estimator: str = "unbiased",
 ) -> list[dict[str, Any]]:
-    """Tidy rows ``{block_index, block_name, kind, depth, variance}``: mean spatial variance of each block output."""
+    """Tidy rows ``{block_index, block_name, kind, depth, variance}``: mean spatial variance of each block output
+    (``estimator``: unbiased | population)."""
     positions = block_positions(model)
-    acc = VarianceAccumulator()
+    acc = VarianceAccumulator(estimator)
     for maps in _stream_feature_maps(model, images, device, kinds):
         acc.update_many(maps)
     return [

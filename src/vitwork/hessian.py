@@ -1,8 +1,19 @@
-"""Hessian eigen-spectra of the training loss through Hessian-vector products (HVPs).
+"""Hessian eigen-spectra of the training objective through Hessian-vector products (HVPs).
 
-The loss is the paper's: cross-entropy of the logits against the soft targets of an augmented batch
-(mixup/cutmix/label smoothing) plus the weight-decay term ``0.5 * wd * sum ||p||^2`` over the decayed
-parameters (the recipe's decay set, `vitwork.objective`: every parameter by default, as the authors).
+The objective is the paper's: cross-entropy of the logits against the soft targets of an augmented batch
+(mixup/cutmix/label smoothing), the NLL part, plus the weight-decay term ``0.5 * wd * sum ||p||^2`` over the
+decayed parameters (the recipe's decay set, `vitwork.objective`: every parameter by default, as the authors).
+Both parts are reported (``part``: ``objective`` and ``nll``; the trace also ``regulariser``), because with AdamW's
+wd = 0.05 the regulariser is most of the objective's trace and hides the NLL's curvature.
+
+The two parts share one gradient graph (the NLL's): the weight-decay term's Hessian is ``wd * diag(mask)`` (mask
+1 on decayed coordinates), added exactly. With the default decay set ``all`` (mask = 1) the objective's Hessian is
+the NLL's plus ``wd * I``: same eigenvectors, every eigenvalue shifted by exactly wd, and a Krylov space is the same
+for both, so one solve on the NLL serves both parts (the largest and smallest eigenvalues by the shift; the top-k
+by magnitude too whenever the shift cannot reorder them, checked by `shifted_top_magnitude`, else by its own
+solve). The Hutchinson trace with Rademacher probes shifts by exactly ``wd * n_decayed`` for any decay set
+(``z_i^2 = 1``). With ``matrices`` the parts have different eigenvectors and each is solved on its own (twice
+the HVPs).
 
 The model is evaluated in eval mode. In train mode BatchNorm normalises with the batch's own statistics,
 so the loss of one example depends on every other example in the batch: the Hessian then describes the
@@ -24,29 +35,38 @@ Solvers, selectable by name (``SOLVERS``):
   error of ~5e-4..5e-3 at tol=1e-3 (12-52 HVPs per eigenvalue).
 - ``"lanczos"``: implicitly restarted Lanczos (``scipy.sparse.linalg.eigsh``, ARPACK) on a
   ``LinearOperator`` of HVPs; ARPACK's ``tol`` bounds the relative error of each Ritz value. It gives the
-  top-k by magnitude (``which="LM"``), the largest (``"LA"``) and the most negative (``"SA"``) eigenvalue.
+  top-k by magnitude (``which="LM"``), the largest (``"LA"``) and the smallest (``"SA"``) eigenvalue.
 
-Shifted power iteration for the most negative eigenvalue is deliberately absent: with a relative-change
-stop rule it stops early at wrong values, often of the wrong sign. When the negative eigenvalues are tiny
-next to the largest, the most negative one can take hundreds of HVPs even for Lanczos, so every solve has
-an HVP budget and reports ``converged=False`` with its best estimate when the budget runs out.
+Every eigenvalue row is defined: ``smallest`` is the smallest eigenvalue, negative or not (column ``sign``), and
+a solve that runs out of its HVP budget keeps its best estimates, marked ``converged=False`` per value. ARPACK
+returns only the Ritz values that converged, so the Lanczos solver keeps the last ``2 * ncv`` vectors it was
+asked to multiply and, on no convergence, fills the missing ranks with Rayleigh-Ritz values on their span
+(`KrylovWindow`; for the largest or smallest eigenvalue a Ritz value is a one-sided bound). Shifted power
+iteration for the smallest eigenvalue is deliberately absent: with a relative-change stop rule it stops early
+at wrong values, often of the wrong sign. When the negative eigenvalues are tiny next to the largest, the
+smallest can take hundreds of HVPs even for Lanczos, hence the budget.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import time
-from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Iterable, Sequence
 
 import numpy as np
+import scipy.linalg
 import scipy.sparse.linalg as sla
 import torch
-import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from vitwork.objective import decayed_parameter_names, soft_cross_entropy, weight_decay_term
+
+PARTS = ("objective", "nll")
+ENDS = ("largest", "smallest")
+
 
 def decayed_names(model: torch.nn.Module, decay: str | Iterable[str] = "all") -> set[str]:
     """Names of the trainable parameters the weight-decay term covers: a decay set of vitwork.objective, or names."""
@@ -81,46 +101,80 @@ def analysis_mode(model: torch.nn.Module, train: bool = False):
 
 def regularised_loss(model: torch.nn.Module, inputs: torch.Tensor, soft_targets: torch.Tensor,
                      weight_decay: float = 0.0, decay: str | Iterable[str] = "all") -> torch.Tensor:
-    """The analysed loss: soft-target cross-entropy plus the weight-decay term (model mode as it is)."""
+    """The analysed objective: soft-target cross-entropy plus the weight-decay term (model mode as it is)."""
     names = decayed_names(model, decay)
     loss = soft_cross_entropy(model(inputs), soft_targets)
     return loss + weight_decay_term(model.named_parameters(), weight_decay, names)
 
 
 class HessianOperator:
-    """Hessian of one mini-batch's loss w.r.t. the flat trainable parameters, applied by double backward.
+    """Hessian of one mini-batch's objective (``part="objective"``) or of its NLL part (``part="nll"``).
 
-    The gradient graph is built once (``create_graph=True``) and every HVP differentiates it again with
-    ``retain_graph=True``. ``matvec`` takes and returns numpy float64 (for scipy); ``hvp`` works on flat
-    torch tensors on the model's device and dtype. ``hvps`` counts the products.
+    The NLL's gradient graph is built once (``create_graph=True``) and every HVP differentiates it again with
+    ``retain_graph=True``; the objective adds the weight-decay term's Hessian ``wd * mask * v`` exactly.
+    ``for_part(name)`` gives a view of the other part that shares the graph and the HVP count. ``matvec``
+    takes and returns numpy float64 (for scipy); ``hvp`` works on flat torch tensors on the model's device and
+    dtype. ``hvps`` counts the products of every view. ``nll``, ``regulariser`` and ``loss`` (their sum) are the
+    batch's values at the current weights.
     """
 
     def __init__(self, model: torch.nn.Module, inputs: torch.Tensor, soft_targets: torch.Tensor,
-                 weight_decay: float = 0.0, decay: str | Iterable[str] = "all", train_mode: bool = False):
+                 weight_decay: float = 0.0, decay: str | Iterable[str] = "all", train_mode: bool = False,
+                 part: str = "objective"):
+        if part not in PARTS:
+            raise ValueError(f"part must be one of {PARTS}, got {part!r}")
+        self.part = part
         self.names, self.params = zip(*[(n, p) for n, p in model.named_parameters() if p.requires_grad])
         self.device, self.dtype = self.params[0].device, self.params[0].dtype
         self.size = sum(p.numel() for p in self.params)
-        self.hvps = 0
+        self._count = [0]  # shared by every view of this operator
         with analysis_mode(model, train=train_mode):
-            self.loss = regularised_loss(model, inputs.to(self.device), soft_targets.to(self.device),
-                                         weight_decay, decay)
-            grads = torch.autograd.grad(self.loss, self.params, create_graph=True, allow_unused=True)
+            nll = soft_cross_entropy(model(inputs.to(self.device)), soft_targets.to(self.device))
+            grads = torch.autograd.grad(nll, self.params, create_graph=True, allow_unused=True)
         self.grads = [g if g is not None else torch.zeros_like(p) for g, p in zip(grads, self.params)]
         # only gradients that still depend on the weights have a second derivative to take
         self._curved = [i for i, g in enumerate(self.grads) if g.requires_grad]
-        self.decay_mask = self._decay_mask(decayed_names(model, decay))
+        decayed = decayed_names(model, decay)
+        self.weight_decay = float(weight_decay)
+        self.decay_mask = torch.cat([torch.full((p.numel(),), float(n in decayed), device=self.device, dtype=self.dtype)
+                                     for n, p in zip(self.names, self.params)])
+        self.n_decayed = int(self.decay_mask.sum().item())
+        self.nll = float(nll.detach())
+        with torch.no_grad():
+            self.regulariser = float(weight_decay_term(zip(self.names, self.params), self.weight_decay, decayed))
+        self.loss = self.nll + self.regulariser
 
-    def _decay_mask(self, names: set[str]) -> torch.Tensor:
-        """Flat 0/1 vector marking the decayed coordinates (the weight-decay Hessian is wd times it)."""
-        return torch.cat([torch.full((p.numel(),), float(n in names), device=self.device, dtype=self.dtype)
-                          for n, p in zip(self.names, self.params)])
+    @property
+    def hvps(self) -> int:
+        """HVPs computed so far by this operator and its views."""
+        return self._count[0]
+
+    @property
+    def shift_is_exact(self) -> bool:
+        """True when the objective's Hessian is the NLL's plus ``wd * I`` (no decay, or every parameter decayed)."""
+        return self.weight_decay == 0.0 or self.n_decayed == self.size
+
+    def for_part(self, part: str) -> "HessianOperator":
+        """A view of the same Hessian for another part (shares the gradient graph and the HVP count)."""
+        if part not in PARTS:
+            raise ValueError(f"part must be one of {PARTS}, got {part!r}")
+        view = copy.copy(self)
+        view.part = part
+        return view
+
+    def _regulariser_hvp(self, vector: torch.Tensor) -> torch.Tensor:
+        """The weight-decay term's Hessian times a flat vector: ``wd * mask * v``."""
+        return self.weight_decay * self.decay_mask * vector
 
     def gradient(self) -> torch.Tensor:
-        """Flat gradient of the batch loss at the current weights."""
-        return torch.cat([g.detach().reshape(-1) for g in self.grads])
+        """Flat gradient of the batch's part (objective or NLL) at the current weights."""
+        grad = torch.cat([g.detach().reshape(-1) for g in self.grads])
+        if self.part == "nll":
+            return grad
+        return grad + self._regulariser_hvp(torch.cat([p.detach().reshape(-1) for p in self.params]))
 
     def hvp(self, vector: torch.Tensor) -> torch.Tensor:
-        """Hessian times a flat vector (torch, on the model's device), reusing the gradient graph."""
+        """The part's Hessian times a flat vector (torch, on the model's device), reusing the gradient graph."""
         vector = vector.to(device=self.device, dtype=self.dtype)
         chunks = [c.view_as(p) for c, p in zip(vector.split([p.numel() for p in self.params]), self.params)]
         out = [None] * len(self.params)
@@ -128,35 +182,52 @@ class HessianOperator:
             out = torch.autograd.grad([self.grads[i] for i in self._curved], self.params,
                                       grad_outputs=[chunks[i] for i in self._curved], retain_graph=True,
                                       allow_unused=True)
-        self.hvps += 1
-        return torch.cat([(o if o is not None else torch.zeros_like(p)).reshape(-1)
-                          for o, p in zip(out, self.params)])
+        self._count[0] += 1
+        product = torch.cat([(o if o is not None else torch.zeros_like(p)).reshape(-1)
+                             for o, p in zip(out, self.params)])
+        return product if self.part == "nll" else product + self._regulariser_hvp(vector)
 
     def matvec(self, vector: np.ndarray) -> np.ndarray:
-        """Hessian times a numpy vector, returned as float64 numpy (the scipy interface)."""
+        """The part's Hessian times a numpy vector, returned as float64 numpy (the scipy interface)."""
         flat = torch.as_tensor(np.asarray(vector, dtype=np.float64).reshape(-1))
         return self.hvp(flat).detach().to("cpu", torch.float64).numpy()
 
     def linear_operator(self) -> sla.LinearOperator:
-        """The Hessian as a symmetric scipy LinearOperator of HVPs."""
+        """The part's Hessian as a symmetric scipy LinearOperator of HVPs."""
         return sla.LinearOperator((self.size, self.size), matvec=self.matvec, rmatvec=self.matvec,
                                   dtype=np.float64)
 
 
 @dataclass
 class EigenResult:
-    """Outcome of one eigen-solve: which end, method, eigenvalues, cost and convergence."""
+    """Outcome of one eigen-solve: which end, method, eigenvalues with their convergence, and the cost.
+
+    ``converged`` has one flag per eigenvalue; ``part`` is the part the values belong to and ``solve`` names the
+    solve that produced them (``<part solved on>:<which solved>``): a value read off another solve (an end read
+    off the top-k, a part derived by the exact weight-decay shift) carries that solve's name and cost.
+    """
 
     which: str
     method: str
     eigenvalues: np.ndarray
     hvps: int
     iterations: int
-    converged: bool
+    converged: np.ndarray
     tol: float
     seconds: float = 0.0
-    solve: str = ""  # the solve that produced the values: ``which``, or ``top_magnitude`` if read off it
+    part: str = "objective"
+    solve: str = ""
     eigenvectors: np.ndarray | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.eigenvalues = np.asarray(self.eigenvalues, dtype=np.float64).reshape(-1)
+        self.converged = np.broadcast_to(np.asarray(self.converged, dtype=bool), self.eigenvalues.shape).copy()
+        self.solve = self.solve or f"{self.part}:{self.which}"
+
+    @property
+    def all_converged(self) -> bool:
+        """Every eigenvalue of the solve converged."""
+        return bool(self.converged.all())
 
 
 def _start_vector(size: int, seed: int) -> np.ndarray:
@@ -170,11 +241,12 @@ def power_iteration(op: HessianOperator, k: int = 5, tol: float = 1e-3, max_iter
     """The paper's top-k by magnitude: deflated power iteration with PyHessian's relative-change stop rule.
 
     Each eigenvalue starts from a fresh random vector, kept orthogonal to the eigenvectors found so far,
-    and stops once ``|new - old| / (|old| + 1e-6) < tol`` or after ``max_iter`` HVPs.
+    and stops once ``|new - old| / (|old| + 1e-6) < tol`` or after ``max_iter`` HVPs (then its estimate is
+    kept, ``converged=False``).
     """
     hvps0, t0 = op.hvps, time.perf_counter()
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    values, vectors, all_converged, iterations = [], [], True, 0
+    values, vectors, flags, iterations = [], [], [], 0
     for _ in range(k):
         v = torch.randn(op.size, generator=gen, dtype=op.dtype).to(op.device)
         eig, converged = None, False
@@ -192,40 +264,101 @@ def power_iteration(op: HessianOperator, k: int = 5, tol: float = 1e-3, max_iter
                 break
         vectors.append(v)
         values.append(eig)
-        all_converged &= converged
-    return EigenResult("top_magnitude", "power", np.asarray(values), op.hvps - hvps0, iterations,
-                       all_converged, tol, time.perf_counter() - t0, "top_magnitude",
-                       torch.stack(vectors).to("cpu", torch.float64).numpy())
+        flags.append(converged)
+    return EigenResult("top_magnitude", "power", np.asarray(values), op.hvps - hvps0, iterations, np.asarray(flags),
+                       tol, time.perf_counter() - t0, op.part,
+                       eigenvectors=torch.stack(vectors).to("cpu", torch.float64).numpy())
 
 
-_ARPACK_WHICH = {"top_magnitude": "LM", "largest": "LA", "most_negative": "SA"}
+class KrylovWindow:
+    """The last ``size`` vectors a solver multiplied, with ``G = V^T H V`` and ``M = V^T V`` kept up to date.
+
+    ARPACK returns only the Ritz values that met ``tol``; Rayleigh-Ritz on this window gives an estimate of the
+    others when the budget runs out. The vectors stay on the operator's device (``size`` flat vectors), so the
+    bookkeeping costs ``size`` dot products per HVP.
+    """
+
+    def __init__(self, op: HessianOperator, size: int):
+        self.op = op
+        self.vectors = torch.zeros((size, op.size), device=op.device, dtype=op.dtype)
+        self.gram = np.zeros((size, size))
+        self.projected = np.zeros((size, size))
+        self.filled, self.next = 0, 0
+
+    def matvec(self, vector: np.ndarray) -> np.ndarray:
+        """The operator's product (float64 numpy), recording the vector and its Rayleigh quotients."""
+        x = torch.as_tensor(np.asarray(vector, dtype=np.float64).reshape(-1)).to(self.op.device, self.op.dtype)
+        y = self.op.hvp(x)
+        slot = self.next
+        self.vectors[slot] = x
+        self.filled = min(self.filled + 1, len(self.vectors))
+        self.next = (slot + 1) % len(self.vectors)
+        stored = self.vectors[: self.filled]
+        g = (stored @ y).to("cpu", torch.float64).numpy()
+        m = (stored @ x).to("cpu", torch.float64).numpy()
+        self.projected[slot, : self.filled] = self.projected[: self.filled, slot] = g
+        self.gram[slot, : self.filled] = self.gram[: self.filled, slot] = m
+        return y.detach().to("cpu", torch.float64).numpy()
+
+    def ritz_values(self) -> np.ndarray:
+        """Rayleigh-Ritz values of the operator on the span of the recorded vectors (ascending)."""
+        n = self.filled
+        gram, projected = self.gram[:n, :n], self.projected[:n, :n]
+        scale, basis = scipy.linalg.eigh(gram)
+        keep = scale > 1e-10 * scale.max()  # drop directions the window spans twice
+        basis = basis[:, keep] / np.sqrt(scale[keep])
+        reduced = basis.T @ ((projected + projected.T) / 2) @ basis
+        return scipy.linalg.eigvalsh(reduced)
+
+
+_ARPACK_WHICH = {"top_magnitude": "LM", "largest": "LA", "smallest": "SA"}
 
 
 def lanczos(op: HessianOperator, which: str = "top_magnitude", k: int = 5, tol: float = 1e-3,
             max_hvps: int = 500, ncv: int | None = None, seed: int = 0) -> EigenResult:
     """Implicitly restarted Lanczos (ARPACK eigsh) for k eigenvalues at one end of the spectrum.
 
-    ``which``: ``top_magnitude`` (LM), ``largest`` (LA) or ``most_negative`` (SA). ``tol`` is ARPACK's
-    relative accuracy of the Ritz values. The HVP budget is turned into ARPACK's restart count
-    (the first pass costs ``ncv`` HVPs, each restart about ``ncv - k``); on ArpackNoConvergence the result
-    keeps ARPACK's converged estimates (or none) and says ``converged=False``.
+    ``which``: ``top_magnitude`` (LM), ``largest`` (LA) or ``smallest`` (SA). ``tol`` is ARPACK's relative
+    accuracy of the Ritz values. The HVP budget is turned into ARPACK's restart count (the first pass costs
+    ``ncv`` HVPs, each restart about ``ncv - k``). On ArpackNoConvergence the converged values are kept and the
+    other ranks are filled with Rayleigh-Ritz estimates on the last ``2 * ncv`` vectors (`KrylovWindow`),
+    marked ``converged=False``: no rank is ever left empty.
     """
     ncv = min(op.size - 1, ncv or max(2 * k + 1, 8))
     maxiter = max(1, 1 + (max_hvps - ncv) // max(1, ncv - k))
     hvps0, t0 = op.hvps, time.perf_counter()
-    converged = True
+    window = KrylovWindow(op, min(2 * ncv, op.size))
+    linear = sla.LinearOperator((op.size, op.size), matvec=window.matvec, rmatvec=window.matvec, dtype=np.float64)
     try:
-        values, vectors = sla.eigsh(op.linear_operator(), k=k, which=_ARPACK_WHICH[which], tol=tol,
-                                    ncv=ncv, maxiter=maxiter, v0=_start_vector(op.size, seed))
+        values, vectors = sla.eigsh(linear, k=k, which=_ARPACK_WHICH[which], tol=tol, ncv=ncv, maxiter=maxiter,
+                                    v0=_start_vector(op.size, seed))
+        flags = np.ones(len(values), dtype=bool)
     except sla.ArpackNoConvergence as err:
-        values, vectors, converged = err.eigenvalues, err.eigenvectors, False
+        values, flags = _fill_with_estimates(np.asarray(err.eigenvalues, dtype=np.float64), window.ritz_values(),
+                                             which, k)
+        vectors = None
     order = _order(values, which)
-    # ARPACK returns only the Ritz values that met tol; the missing ranks are NaN, never a guess
-    values = np.concatenate([np.asarray(values, dtype=np.float64)[order], np.full(k - len(order), np.nan)])
-    vectors = np.asarray(vectors)[:, order].T if len(order) else None
+    vectors = np.asarray(vectors)[:, order].T if vectors is not None else None
     hvps = op.hvps - hvps0
-    return EigenResult(which, "lanczos", values, hvps, hvps, converged, tol, time.perf_counter() - t0,
-                       which, vectors)
+    return EigenResult(which, "lanczos", np.asarray(values)[order], hvps, hvps, flags[order], tol,
+                       time.perf_counter() - t0, op.part, eigenvectors=vectors)
+
+
+def _fill_with_estimates(converged: np.ndarray, estimates: np.ndarray, which: str, k: int
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """The converged values plus the best remaining estimates at the requested end: (k values, converged flags).
+
+    Each converged value removes the estimate nearest to it (its own Ritz value on the window), so no eigenvalue
+    is counted twice.
+    """
+    pool = list(estimates[_order(estimates, which)])
+    for value in converged:
+        if pool:
+            pool.pop(int(np.argmin(np.abs(np.asarray(pool) - value))))
+    pool = pool[: k - len(converged)]
+    values = np.concatenate([converged, np.asarray(pool, dtype=np.float64)])
+    flags = np.concatenate([np.ones(len(converged), dtype=bool), np.zeros(len(pool), dtype=bool)])
+    return values, flags
 
 
 def _order(values: np.ndarray, which: str) -> np.ndarray:
@@ -261,68 +394,154 @@ def top_eigenvalues(op: HessianOperator, method: str = "lanczos", k: int = 5, to
 
 def spectrum_end(op: HessianOperator, which: str, top: EigenResult | None = None, tol: float = 1e-3,
                  max_hvps: int = 500, seed: int = 0, ncv: int | None = None) -> EigenResult:
-    """Largest or most negative eigenvalue; read off a converged Lanczos top-k when it already holds it.
+    """Largest or smallest eigenvalue; read off a Lanczos top-k by magnitude when it already holds it.
 
-    If a converged top-k by magnitude contains a positive (negative) eigenvalue, the largest (most
-    negative) eigenvalue is among them: it has the largest magnitude of its sign. Otherwise run Lanczos.
+    If the top-k contains a converged positive (negative) eigenvalue, the largest (smallest) eigenvalue is the
+    largest-magnitude one of that sign among them. Otherwise Lanczos solves for it.
     """
+    if which not in ENDS:
+        raise ValueError(f"which must be one of {ENDS}, got {which!r}")
     sign = 1.0 if which == "largest" else -1.0
-    if top is not None and top.converged and top.method == "lanczos":
-        same_sign = top.eigenvalues[sign * top.eigenvalues > 0]
+    if top is not None and top.method == "lanczos" and top.part == op.part:
+        same_sign = np.flatnonzero(sign * top.eigenvalues > 0)
         if same_sign.size:
-            value = same_sign[np.argmax(sign * same_sign)]
-            return EigenResult(which, "lanczos", np.asarray([value]), top.hvps, top.iterations, True, top.tol,
-                               0.0, "top_magnitude")
+            best = same_sign[np.argmax(sign * top.eigenvalues[same_sign])]
+            if top.converged[best]:
+                return EigenResult(which, "lanczos", top.eigenvalues[[best]], top.hvps, top.iterations, True,
+                                   top.tol, 0.0, op.part, top.solve)
     return lanczos(op, which, k=1, tol=tol, max_hvps=max_hvps, ncv=ncv or 20, seed=seed + 1)
 
 
-def hutchinson_trace(op: HessianOperator, probes: int = 10, seed: int = 0) -> tuple[float, float]:
-    """Hutchinson estimate of tr(H) with Rademacher probes: (mean, standard error of the mean)."""
+def shifted(result: EigenResult, shift: float, part: str) -> EigenResult:
+    """The same solve's values moved by ``shift`` (exact when the parts differ by ``shift * I``), for ``part``."""
+    return replace(result, eigenvalues=result.eigenvalues + shift, part=part, eigenvectors=result.eigenvectors)
+
+
+def shifted_top_magnitude(top: EigenResult, shift: float, part: str) -> EigenResult | None:
+    """The top-k by magnitude of ``H + shift * I`` from the top-k of ``H``, or None when the shift may reorder them.
+
+    Every eigenvalue outside the top-k has ``|λ| <= m`` (the smallest magnitude in it), so after the shift its
+    magnitude is at most ``m + |shift|``; a member whose shifted magnitude reaches that bound stays ahead of
+    every outsider. When all k do, they are the shifted top-k.
+    """
+    values = top.eigenvalues + shift
+    bound = np.abs(top.eigenvalues).min() + abs(shift)
+    if not np.all(np.abs(values) >= bound):
+        return None
+    order = _order(values, "top_magnitude")
+    return replace(top, eigenvalues=values[order], converged=top.converged[order], part=part,
+                   eigenvectors=None if top.eigenvectors is None else top.eigenvectors[order])
+
+
+def hutchinson_samples(op: HessianOperator, probes: int = 10, seed: int = 0) -> np.ndarray:
+    """Hutchinson samples ``z^T H z`` of the operator's part with seeded Rademacher probes ``z``."""
     gen = torch.Generator(device="cpu").manual_seed(seed)
     samples = []
     for _ in range(probes):
         z = (torch.randint(0, 2, (op.size,), generator=gen, dtype=op.dtype) * 2 - 1).to(op.device)
         samples.append(torch.dot(z, op.hvp(z)).item())
-    samples = np.asarray(samples)
-    stderr = samples.std(ddof=1) / math.sqrt(probes) if probes > 1 else float("nan")
+    return np.asarray(samples)
+
+
+def hutchinson_trace(op: HessianOperator, probes: int = 10, seed: int = 0) -> tuple[float, float]:
+    """Hutchinson estimate of tr(H) of the operator's part: (mean, standard error of the mean)."""
+    return _mean_and_stderr(hutchinson_samples(op, probes, seed))
+
+
+def _mean_and_stderr(samples: np.ndarray) -> tuple[float, float]:
+    """Mean and standard error of the mean (NaN for one sample)."""
+    stderr = samples.std(ddof=1) / math.sqrt(len(samples)) if len(samples) > 1 else float("nan")
     return float(samples.mean()), float(stderr)
+
+
+def _sign(value: float) -> str:
+    """The sign of an eigenvalue as a word."""
+    return "negative" if value < 0 else "positive" if value > 0 else "zero"
 
 
 def _rows(result: EigenResult) -> list[dict]:
     """Tidy rows (one per eigenvalue) for one eigen-solve."""
-    return [{"which": result.which, "rank": rank, "value": float(value), "stderr": None,
-             "method": result.method, "solve": result.solve, "tol": result.tol, "hvps": result.hvps,
-             "iterations": result.iterations, "converged": bool(result.converged),
-             "seconds": result.seconds}
-            for rank, value in enumerate(result.eigenvalues)]
+    return [{"part": result.part, "which": result.which, "rank": rank, "value": float(value),
+             "sign": _sign(value), "stderr": None, "method": result.method, "solve": result.solve,
+             "tol": result.tol, "hvps": result.hvps, "iterations": result.iterations,
+             "converged": bool(converged), "seconds": result.seconds}
+            for rank, (value, converged) in enumerate(zip(result.eigenvalues, result.converged))]
+
+
+def _solve_part(op: HessianOperator, method: str, k: int, tol: float, max_hvps: int, seed: int,
+                ncv: int | None, ends: Sequence[str], top: EigenResult | None = None) -> dict[str, EigenResult]:
+    """The top-k by magnitude (unless given) and the requested ends of one part."""
+    top = top or top_eigenvalues(op, method, k=k, tol=tol, max_hvps=max_hvps, seed=seed, ncv=ncv)
+    results = {"top_magnitude": top}
+    for end in ends:
+        results[end] = spectrum_end(op, end, top, tol=tol, max_hvps=max_hvps, seed=seed)
+    return results
+
+
+def part_spectra(op: HessianOperator, parts: Sequence[str] = PARTS, method: str = "lanczos", k: int = 5,
+                 tol: float = 1e-3, max_hvps: int = 500, seed: int = 0, ncv: int | None = None,
+                 ends: Sequence[str] = ENDS) -> dict[str, dict[str, EigenResult]]:
+    """``{part: {which: EigenResult}}`` for the requested parts, sharing solves where the weight-decay shift is exact.
+
+    With an exact shift the NLL part is solved and the objective derived (ends always, the top-k when
+    `shifted_top_magnitude` allows, else by its own solve); otherwise every part is solved on its own.
+    """
+    if not op.shift_is_exact:
+        return {part: _solve_part(op.for_part(part), method, k, tol, max_hvps, seed, ncv, ends) for part in parts}
+    nll = _solve_part(op.for_part("nll"), method, k, tol, max_hvps, seed, ncv, ends)
+    spectra = {"nll": nll}
+    if "objective" in parts:
+        objective = op.for_part("objective")
+        top = shifted_top_magnitude(nll["top_magnitude"], op.weight_decay, "objective")
+        top = top or top_eigenvalues(objective, method, k=k, tol=tol, max_hvps=max_hvps, seed=seed, ncv=ncv)
+        spectra["objective"] = {"top_magnitude": top,
+                                **{end: shifted(nll[end], op.weight_decay, "objective") for end in ends}}
+    return {part: spectra[part] for part in parts}
+
+
+def trace_rows(op: HessianOperator, probes: int, seed: int, parts: Sequence[str] = PARTS) -> list[dict]:
+    """Hutchinson trace rows of the parts and of the regulariser, from one set of Rademacher probes of the NLL.
+
+    ``z^T (H_nll + wd diag(mask)) z = z^T H_nll z + wd * n_decayed`` for every Rademacher z, so the objective's
+    samples are the NLL's shifted exactly; the regulariser's trace ``wd * n_decayed`` is exact (stderr 0).
+    """
+    t0, hvps0 = time.perf_counter(), op.hvps
+    samples = hutchinson_samples(op.for_part("nll"), probes, seed)
+    regulariser = op.weight_decay * op.n_decayed
+    common = {"which": "trace", "rank": 0, "sign": None, "method": "hutchinson", "solve": "nll:trace", "tol": None,
+              "hvps": op.hvps - hvps0, "iterations": probes, "converged": True, "seconds": time.perf_counter() - t0}
+    rows = []
+    for part in parts:
+        mean, stderr = _mean_and_stderr(samples + (regulariser if part == "objective" else 0.0))
+        rows.append({**common, "part": part, "value": mean, "stderr": stderr})
+    rows.append({**common, "part": "regulariser", "value": regulariser, "stderr": 0.0, "method": "exact",
+                 "solve": "regulariser:trace", "hvps": 0, "iterations": 0, "seconds": 0.0})
+    return rows
 
 
 def batch_spectrum(model: torch.nn.Module, inputs: torch.Tensor, soft_targets: torch.Tensor,
                    weight_decay: float = 0.0, method: str = "lanczos", k: int = 5, tol: float = 1e-3,
                    max_hvps: int = 500, seed: int = 0, trace_probes: int = 0,
-                   ends: Sequence[str] = ("largest", "most_negative"), decay: str | Iterable[str] = "all",
-                   ncv: int | None = None) -> list[dict]:
-    """Eigenvalues (and optionally the Hutchinson trace) of one mini-batch's Hessian as tidy rows.
+                   ends: Sequence[str] = ENDS, decay: str | Iterable[str] = "all",
+                   ncv: int | None = None, parts: Sequence[str] = PARTS) -> list[dict]:
+    """Eigenvalues (and optionally the Hutchinson trace) of one mini-batch's Hessian, per part, as tidy rows.
 
-    Rows: ``which`` (top_magnitude | largest | most_negative | trace), ``rank`` (0 = first of its kind),
-    ``value``, ``stderr`` (trace only), ``method``, ``solve`` (the solve that produced the row: its own
-    ``which``, or ``top_magnitude`` when an end was read off the top-k), ``tol``, ``hvps`` and
-    ``iterations`` of that solve (repeated on each of its rows: sum over distinct ``solve`` values),
-    ``converged``, ``seconds``, and ``loss``, ``hvps_total`` (all HVPs spent on the batch). The ends are
-    always solved with Lanczos: power iteration cannot find the most negative eigenvalue reliably.
-    ``max_hvps`` is the budget of each solve.
+    Rows: ``part`` (objective | nll; the trace also regulariser), ``which`` (top_magnitude | largest | smallest |
+    trace), ``rank`` (0 = first of its kind), ``value``, ``sign`` (of an eigenvalue: negative | positive |
+    zero), ``stderr`` (trace only), ``method``, ``solve`` (``<part solved on>:<which solved>``: the solve that
+    produced the row), ``tol``, ``hvps`` and ``iterations`` of that solve (repeated on each of its rows: sum
+    over distinct ``solve`` values), ``converged`` (per value), ``seconds``, and the batch's ``loss``
+    (objective), ``nll``, ``regulariser`` and ``hvps_total`` (all HVPs spent on the batch). The ends are always
+    solved with Lanczos: power iteration cannot find the smallest eigenvalue reliably. ``max_hvps`` is the
+    budget of each solve.
     """
+    if method not in SOLVERS:
+        raise ValueError(f"unknown method {method!r}; choose from {sorted(SOLVERS)}")
     op = HessianOperator(model, inputs, soft_targets, weight_decay=weight_decay, decay=decay)
-    top = top_eigenvalues(op, method, k=k, tol=tol, max_hvps=max_hvps, seed=seed, ncv=ncv)
-    rows = _rows(top)
-    for end in ends:
-        rows += _rows(spectrum_end(op, end, top, tol=tol, max_hvps=max_hvps, seed=seed))
+    spectra = part_spectra(op, parts, method, k, tol, max_hvps, seed, ncv, ends)
+    rows = [row for part in parts for result in spectra[part].values() for row in _rows(result)]
     if trace_probes:
-        t0, hvps0 = time.perf_counter(), op.hvps
-        mean, stderr = hutchinson_trace(op, trace_probes, seed=seed)
-        rows.append({"which": "trace", "rank": 0, "value": mean, "stderr": stderr, "method": "hutchinson",
-                     "solve": "trace", "tol": None, "hvps": op.hvps - hvps0, "iterations": trace_probes,
-                     "converged": True, "seconds": time.perf_counter() - t0})
+        rows += trace_rows(op, trace_probes, seed, parts)
     for row in rows:
-        row.update(loss=float(op.loss.detach()), hvps_total=op.hvps)
+        row.update(loss=op.loss, nll=op.nll, regulariser=op.regulariser, hvps_total=op.hvps)
     return rows

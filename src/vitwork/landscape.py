@@ -1,11 +1,17 @@
 """2-D loss landscapes along filter-normalised random directions (Li et al., 2018).
 
-A direction has one tensor per trainable parameter. For a parameter with ``ndim > 1`` a Gaussian tensor is
-drawn and each output filter (slice along dim 0) is rescaled to the norm of the same filter of the weights,
-so the plot is invariant to the scale of each filter (which BN/LN makes irrelevant to the function).
-Biases and norm parameters (``ndim <= 1``) get zero direction: moving them is not what the plot studies.
-The loss at a grid point is NLL + the weight-decay term ``0.5 * wd * sum ||p||^2`` at the moved weights,
-with the model in eval mode (see ``vitwork.hessian`` for why), and the weights are restored bit for bit.
+A direction has one tensor per trainable parameter. On weight tensors (`direction_parameter_names`: ``ndim > 1``,
+not an embedding or a bias table) a Gaussian tensor is drawn and each output filter (slice along dim 0) is
+rescaled to the norm of the same filter of the weights, so the plot is invariant to the scale of each filter
+(which BN/LN makes irrelevant to the function). Every other parameter gets a zero direction, as in Li et al. and
+the authors' code: biases and norm parameters (``ndim <= 1``), and the tensors that are not filters, position
+embeddings, class/register tokens and relative-position bias tables (the model's ``no_weight_decay()`` names and
+`NOT_FILTERS`).
+
+The loss at a grid point is NLL + the weight-decay term ``0.5 * wd * sum ||p||^2`` of the recipe's decay set
+(`vitwork.objective`) at the moved weights; rows report both parts (``nll``, ``regulariser``) and their sum
+(``loss``). The model runs in eval mode (see ``vitwork.hessian`` for why), and the weights are restored bit for
+bit.
 """
 
 from __future__ import annotations
@@ -16,18 +22,29 @@ import numpy as np
 import torch
 
 from vitwork.hessian import analysis_mode, decayed_names
-from vitwork.objective import soft_cross_entropy, weight_decay_term
+from vitwork.objective import decayed_parameter_names, soft_cross_entropy, weight_decay_term
 
 Direction = dict[str, torch.Tensor]
+# Parameter-name fragments of tensors that are not filters (embeddings and bias tables), for models that do not
+# list them in `no_weight_decay()`; the authors' code skips names matching `pos_embed` and `relative_position`.
+NOT_FILTERS = ("pos_embed", "cls_token", "dist_token", "reg_token", "relative_position")
+
+
+def direction_parameter_names(model: torch.nn.Module) -> set[str]:
+    """Trainable weight tensors a landscape direction moves: the weight matrices and kernels (the `matrices` decay
+    set: ``ndim > 1`` without the model's ``no_weight_decay()`` names), minus embeddings and bias tables."""
+    return {name for name in decayed_parameter_names(model, "matrices")
+            if not any(fragment in name for fragment in NOT_FILTERS)}
 
 
 def filter_normalized_direction(model: torch.nn.Module, generator: torch.Generator) -> Direction:
-    """One random direction, normalised per filter to the weights' filter norms; zero on 1-D parameters."""
+    """One random direction, normalised per filter to the weights' filter norms; zero off the weight tensors."""
+    moved = direction_parameter_names(model)
     direction = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if p.ndim <= 1:
+        if name not in moved:
             direction[name] = torch.zeros_like(p)
             continue
         d = torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device)
@@ -85,10 +102,12 @@ def _set_point(params: dict[str, torch.nn.Parameter], origin: dict[str, torch.Te
 def loss_landscape_2d(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module], tuple[float, float]],
                       directions: Sequence[Direction], coords: np.ndarray | Sequence[np.ndarray] | None = None,
                       weight_decay: float = 0.0, decay: str | Sequence[str] = "all") -> list[dict]:
-    """Loss, NLL and accuracy on the plane ``w + x * d1 + y * d2`` as tidy rows ``(x, y, loss, nll, accuracy)``.
+    """Loss, its parts and accuracy on the plane ``w + x * d1 + y * d2``: rows ``(x, y, loss, nll, regulariser,
+    accuracy)``.
 
     ``coords``: one 1-D array used for both axes, or a pair ``(xs, ys)``; default 21 points over [-1, 1].
-    ``loss_fn(model) -> (nll, accuracy)`` (e.g. ``dataset_loss_fn``); ``loss = nll + weight-decay term``.
+    ``loss_fn(model) -> (nll, accuracy)`` (e.g. ``dataset_loss_fn``); ``regulariser`` is the weight-decay term of
+    the decay set ``decay`` at the moved weights and ``loss = nll + regulariser``.
     The model runs in eval mode under ``torch.no_grad``; its weights and mode are restored exactly.
     """
     if len(directions) != 2:
@@ -107,7 +126,7 @@ def loss_landscape_2d(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module
                     nll, accuracy = loss_fn(model)
                     reg = float(weight_decay_term(params.items(), weight_decay, names))
                     rows.append({"x": float(x), "y": float(y), "loss": nll + reg, "nll": nll,
-                                 "accuracy": accuracy})
+                                 "regulariser": reg, "accuracy": accuracy})
     finally:
         with torch.no_grad():
             for n, p in params.items():

@@ -51,7 +51,10 @@ def evaluate_arrays(
     try:
         with torch.inference_mode():
             for start in range(0, len(labels), batch_size):
-                inputs = eval_inputs(torch.as_tensor(images_uint8[start : start + batch_size]).to(device), mean, std)
+                batch = images_uint8[start : start + batch_size]
+                # numpy batches are copied: memory-mapped corruption files are read-only, which torch warns about
+                batch = batch if isinstance(batch, torch.Tensor) else torch.from_numpy(np.array(batch))
+                inputs = eval_inputs(batch.to(device), mean, std)
                 targets = torch.as_tensor(labels[start : start + batch_size]).to(device, torch.long)
                 with autocast(device):
                     logits = model(inputs).float()
@@ -72,12 +75,14 @@ def evaluate_corruptions(
     severities: Sequence[int] = SEVERITIES,
     batch_size: int = 500,
     device: str | torch.device = "cpu",
+    positions: np.ndarray | None = None,
 ) -> list[dict]:
     """Evaluate on every (corruption, severity) set of an official-layout folder.
 
     `labels`: the N labels of the images the folder was generated from; None reads the folder's
     `labels.npy` (required for the official CIFAR-100-C files, whose image order is the official test
-    order). Returns rows {"corruption", "severity", "acc", "nll"} in (corruption, severity) order.
+    order). `positions`: evaluate only these images of each set (a sample of the official files); None = all.
+    Returns rows {"corruption", "severity", "acc", "nll"} in (corruption, severity) order.
     """
     if labels is None:
         labels = load_labels(folder)
@@ -87,8 +92,10 @@ def evaluate_corruptions(
     for name in names:
         array = load_corruption(folder, name, n)
         for severity in severities:
-            block = array[(severity - 1) * n : severity * n]
-            metrics = evaluate_arrays(model, block, labels, mean, std, batch_size=batch_size, device=device)
+            start = (severity - 1) * n
+            block = array[start : start + n] if positions is None else array[start + np.asarray(positions)]
+            block_labels = labels if positions is None else labels[positions]
+            metrics = evaluate_arrays(model, block, block_labels, mean, std, batch_size=batch_size, device=device)
             rows.append({"corruption": name, "severity": int(severity), **metrics})
     return rows
 

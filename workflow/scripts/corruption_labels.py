@@ -1,10 +1,11 @@
-"""Rule corruption_labels: labels.npy of the generated corruption sets (the official layout's label file)."""
+"""Rule corruption_labels: labels.npy of the generated corruption sets (the test sample's labels, official layout)."""
 
-from vitwork.corruptions import write_labels
-from vitwork.data import load_split
+from pathlib import Path
+
+from vitwork.analysis import write_generated_labels
 from vitwork.workflow import job_log
 
 with job_log(snakemake):
-    _, labels = load_split(snakemake.input.test)
-    n = snakemake.params.images or len(labels)
-    write_labels(snakemake.output[0].rsplit("/", 1)[0], labels[:n])
+    p = snakemake.params
+    n = write_generated_labels(snakemake.input.test, p.images, p.seed, Path(snakemake.output[0]).parent)
+    print(f"labels of the {n}-image test sample -> {snakemake.output[0]}")

@@ -16,6 +16,9 @@ import os
 from pathlib import Path
 from typing import Callable, Iterable, NamedTuple, Sequence
 
+import numpy as np
+from matplotlib.colors import to_rgb
+
 from vitwork.figures.style import (
     PANEL_SIZE, format_number, new_figure, optimizer_setting_label, spec_model_label, spec_optimizer_label,
 )
@@ -32,6 +35,19 @@ def setting_id(run: RunResult) -> str:
     """The run id without its seed (`vit_ti/adamw-lr0.001-wd0.05/f1.0`): one id per setting."""
     head, _, last = run.run_id.rpartition("/")
     return head if head and last == f"s{run.seed}" else run.run_id
+
+
+def checkpoint_epoch(rows: Sequence[dict] | None) -> int | None:
+    """The epoch of the checkpoint an analysis table read (its `checkpoint_epoch` column), or None."""
+    cell = rows[0].get("checkpoint_epoch") if rows else None
+    return None if cell in (None, "") else int(float(cell))
+
+
+def checkpoint_text(identity: dict) -> str:
+    """A checkpoint as written in labels and notes: `warmup (epoch 5)`, or its name when the epoch is unknown."""
+    epoch = identity.get("checkpoint_epoch")
+    name = identity.get("checkpoint") or ""
+    return f"{name} (epoch {epoch})" if epoch is not None else name
 
 
 def checkpoint_name(table: str | os.PathLike | None) -> str | None:
@@ -159,7 +175,7 @@ def setting_parts(identities: Sequence[dict]) -> list[list[str]]:
     """Per identity, the model label plus only what tells the settings of a figure apart: the data fraction and
     the checkpoint where the figure has several, the optimizer setting where its model has several."""
     several_fractions = len({float(identity["fraction"]) for identity in identities}) > 1
-    several_checkpoints = len({identity.get("checkpoint") or "" for identity in identities}) > 1
+    several_checkpoints = len({checkpoint_text(identity) for identity in identities}) > 1
     settings_of = {model: {identity["optimizer_setting"] for identity in group}
                    for model, group in group_by(identities, lambda identity: identity["model"]).items()}
     parts = []
@@ -167,7 +183,7 @@ def setting_parts(identities: Sequence[dict]) -> list[list[str]]:
         part = [identity["model_label"]]
         part += [_fraction_text(identity)] if several_fractions else []
         part += [identity["optimizer_setting"]] if len(settings_of[identity["model"]]) > 1 else []
-        part += [identity["checkpoint"]] if several_checkpoints else []
+        part += [checkpoint_text(identity)] if several_checkpoints else []
         parts.append(part)
     return parts
 
@@ -176,7 +192,7 @@ def identity_label(identity: dict, detail: int, sep: str = " · ") -> str:
     """A line/panel label: the model label plus ``detail`` of (optimizer setting, data fraction, run or setting
     id, checkpoint)."""
     parts = [identity["model_label"], identity["optimizer_setting"], _fraction_text(identity),
-             identity.get("run_id") or identity["setting_id"], identity.get("checkpoint") or ""]
+             identity.get("run_id") or identity["setting_id"], checkpoint_text(identity)]
     return sep.join(parts[: detail + 1])
 
 
@@ -208,3 +224,42 @@ def panel_grid(count: int, ncols: int, panel_size: Sequence[float] = PANEL_SIZE)
     for ax in axes.flat[count:]:
         ax.set_axis_off()
     return fig, list(axes.flat[:count])
+
+
+def fraction_styles(fractions: Iterable[float]) -> dict[float, dict]:
+    """Per training fraction (largest first): a line style and a tint, so every fraction of a model reads apart.
+
+    The full data set is solid and untinted; smaller fractions get dashes, dots, ... and a paler shade of the
+    model's colour (`tinted`).
+    """
+    ordered = sorted({float(f) for f in fractions}, reverse=True)
+    return {fraction: {"linestyle": FRACTION_LINESTYLES[i % len(FRACTION_LINESTYLES)],
+                       "tint": 0.0 if len(ordered) == 1 else 0.55 * i / (len(ordered) - 1)}
+            for i, fraction in enumerate(ordered)}
+
+
+FRACTION_LINESTYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)))
+
+
+def tinted(color, amount: float) -> tuple[float, float, float]:
+    """``color`` mixed with white by ``amount`` (0 = unchanged)."""
+    rgb = np.asarray(to_rgb(color))
+    return tuple(rgb + (1.0 - rgb) * amount)
+
+
+# --- Hessian tables: parts of the objective -------------------------------------------------------------------
+
+LOSS_PARTS = ("objective", "nll")
+LOSS_TEXT = {"objective": "objective (NLL + weight-decay term)", "nll": "NLL part (no weight-decay term)"}
+
+
+def check_loss(loss: str) -> str:
+    """A figure's `loss` option: objective or nll."""
+    if loss not in LOSS_PARTS:
+        raise ValueError(f"loss must be one of {LOSS_PARTS}, got {loss!r}")
+    return loss
+
+
+def part_rows(rows: Iterable[dict], part: str) -> list[dict]:
+    """The Hessian-table rows of one part of the objective (`part` column: objective, nll, regulariser)."""
+    return [row for row in rows if row["part"] == part]

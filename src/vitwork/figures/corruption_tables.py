@@ -4,7 +4,10 @@ A table (docs/architecture.md, "Analyses": `<results>/analysis/corruptions/<run 
 columns `corruption, severity, acc, nll`: one `clean` row at severity 0 (the clean test set at the same
 checkpoint), then one row per corrupted set (15 corruptions x 5 severities for CIFAR-100-C). A run's scores are
 its clean accuracy and its robustness, the mean accuracy over the corrupted sets
-(`vitwork.robustness.mean_corruption_accuracy`, not mCE), as fractions and in percent.
+(`vitwork.robustness.mean_corruption_accuracy`, not mCE), as fractions and in percent. Both are read on the
+analysis's test sample (columns `sample_size` and `pool_size` of the table, kept as ``clean_images`` and
+``test_images``); when the sample is smaller than the test split, every label of the clean accuracy says so
+(`score_labels`).
 
 Diverged runs are not scored (their table, if any, is not read): like the optimizer-grid figure, every figure
 keeps them in its CSV with empty scores and leaves them out of means.
@@ -24,7 +27,8 @@ from vitwork.robustness import mean_corruption_accuracy
 
 CLEAN = "clean"
 TABLE_COLUMNS = ("corruption", "severity", "acc", "nll")
-SCORE_COLUMNS = ("n_sets", "clean_acc", "robustness", "clean_acc_pct", "robustness_pct")
+SCORE_COLUMNS = ("n_sets", "clean_acc", "robustness", "clean_acc_pct", "robustness_pct", "clean_images",
+                 "test_images")
 SCORE_LABELS = {
     "clean_acc_pct": "Clean test accuracy (%)",
     "robustness_pct": "Robustness: mean corrupted acc. (%)",
@@ -33,11 +37,17 @@ SCORE_LABELS = {
 SCORE_PANELS = (("clean_acc_pct", "Clean accuracy"), ("robustness_pct", "Robustness"))
 
 
+def _optional_int(cell: str | None) -> int | None:
+    """An optional integer cell (None when the column is absent or empty)."""
+    return None if cell in ("", None) else int(cell)
+
+
 def _parse_row(raw: dict, where: str) -> dict:
     """One CSV row with typed values (severity int, acc and nll float), acc checked to be a fraction."""
     try:
         row = {"corruption": raw["corruption"], "severity": int(raw["severity"]), "acc": float(raw["acc"]),
-               "nll": float(raw["nll"]) if raw["nll"] not in ("", None) else None}
+               "nll": float(raw["nll"]) if raw["nll"] not in ("", None) else None,
+               "sample_size": _optional_int(raw.get("sample_size")), "pool_size": _optional_int(raw.get("pool_size"))}
     except (TypeError, ValueError) as err:
         raise ValueError(f"{where}: malformed row {raw}: {err}") from None
     if not (math.isfinite(row["acc"]) and 0.0 <= row["acc"] <= 1.0):
@@ -103,8 +113,26 @@ def run_scores(item: RunTable) -> dict:
     if item.rows is None:
         return dict.fromkeys(SCORE_COLUMNS)
     clean, robust = clean_accuracy(item.rows), robustness(item.rows)
+    clean_row = next(row for row in item.rows if row["corruption"] == CLEAN)
     return {"n_sets": len(corrupted_rows(item.rows)), "clean_acc": clean, "robustness": robust,
-            "clean_acc_pct": percent(clean), "robustness_pct": percent(robust)}
+            "clean_acc_pct": percent(clean), "robustness_pct": percent(robust),
+            "clean_images": clean_row["sample_size"], "test_images": clean_row["pool_size"]}
+
+
+def sample_note(sizes: Iterable[tuple[int | None, int | None]]) -> str | None:
+    """`N-image test sample` when some (sample size, test split size) pair is a sample smaller than the split."""
+    samples = {size for size, pool in sizes if size is not None and pool is not None and size < pool}
+    if not samples:
+        return None
+    return f"{samples.pop()}-image test sample" if len(samples) == 1 else "test samples"
+
+
+def score_labels(rows: Sequence[dict]) -> dict[str, str]:
+    """`SCORE_LABELS`, the clean accuracy's labelled as the sample's when it is not the full test split's."""
+    note = sample_note((row.get("clean_images"), row.get("test_images")) for row in rows)
+    if note is None:
+        return dict(SCORE_LABELS)
+    return {**SCORE_LABELS, "clean_acc_pct": f"Clean accuracy, {note} (%)"}
 
 
 def score_rows(selection: Sequence[RunTable], **extra_columns) -> list[dict]:

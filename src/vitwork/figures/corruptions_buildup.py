@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 
 from vitwork.figures.analysis_tables import IDENTITY_COLUMNS, RunTable
 from vitwork.figures.corruption_tables import (
-    SCORE_COLUMNS, SCORE_LABELS, SCORE_PANELS, load_selection, mean_point, require_one_setting_per, score_rows,
+    SCORE_COLUMNS, SCORE_PANELS, load_selection, mean_point, require_one_setting_per, score_labels, score_rows,
 )
 from vitwork.figures.style import (
     OPTIMIZER_LINESTYLES, empty_figure, format_number, model_styles, new_figure, save_figure, style_context,
@@ -82,6 +82,7 @@ def plot(rows: Sequence[dict]) -> Figure:
             return empty_figure("no finished runs")
         styles = model_styles((row["model"], row["family"]) for row in rows)
         counts = sorted({p["num_msa"] for points in by_fraction.values() for p in points})
+        labels = score_labels(rows)
         fig, axes = new_figure(1, 2)
         for ax, (metric, title) in zip(axes[0], SCORE_PANELS):
             labelled = set()
@@ -98,7 +99,7 @@ def plot(rows: Sequence[dict]) -> Figure:
                                 label=label, zorder=2, **styles[p["model"]])
             ax.set_xticks(counts)
             ax.set_xlabel("Number of MSA blocks")
-            ax.set_ylabel(SCORE_LABELS[metric])
+            ax.set_ylabel(labels[metric])
             ax.set_title(title)
         axes[0, 0].legend()
         return fig

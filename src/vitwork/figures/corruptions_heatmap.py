@@ -3,8 +3,10 @@
 A panel is one setting (model, optimizer recipe and hyperparameters, fraction); rows are the corruptions in the
 benchmark's order (noise, blur, weather, digital), columns the severities 1..5, and a cell is the accuracy (%)
 averaged over the group's finished seeds, written in the cell. All panels share one colour scale; the title gives
-the clean accuracy and the robustness (mean over the corrupted sets). The CSV has the table rows of every finished
-run (its `clean` row first) and one row with empty set columns per diverged run.
+the clean accuracy and the robustness (mean over the corrupted sets); the colour bar's label names the test sample
+when it is smaller than the test split. The CSV has the table rows of every finished run (its `clean` row first,
+with ``sample_size`` and ``pool_size``, the images evaluated and the test split's) and one row with empty set
+columns per diverged run.
 """
 
 from __future__ import annotations
@@ -17,14 +19,14 @@ from matplotlib.figure import Figure
 
 from vitwork.corruptions import CORRUPTIONS, SEVERITIES
 from vitwork.figures.analysis_tables import IDENTITY_COLUMNS, RunTable, identity_sort_key, panel_grid, run_identity
-from vitwork.figures.corruption_tables import CLEAN, clean_accuracy, load_selection, robustness
+from vitwork.figures.corruption_tables import CLEAN, clean_accuracy, load_selection, robustness, sample_note
 from vitwork.figures.optimizer_grid import heatmap_cmap, range_norm, text_color
 from vitwork.figures.style import empty_figure, format_number, save_figure, style_context
 from vitwork.results import group_by, percent
 
-COLUMNS = IDENTITY_COLUMNS + ("corruption", "severity", "acc", "acc_pct", "nll")
+SET_COLUMNS = ("corruption", "severity", "acc", "acc_pct", "nll", "sample_size", "pool_size")
+COLUMNS = IDENTITY_COLUMNS + SET_COLUMNS
 MAX_PANEL_COLUMNS = 4
-SET_COLUMNS = ("corruption", "severity", "acc", "acc_pct", "nll")
 
 
 def run_set_rows(item: RunTable) -> list[dict]:
@@ -33,7 +35,8 @@ def run_set_rows(item: RunTable) -> list[dict]:
     if item.rows is None:
         return [{**identity, **dict.fromkeys(SET_COLUMNS)}]
     return [{**identity, "corruption": row["corruption"], "severity": row["severity"], "acc": row["acc"],
-             "acc_pct": percent(row["acc"]), "nll": row["nll"]} for row in item.rows]
+             "acc_pct": percent(row["acc"]), "nll": row["nll"], "sample_size": row["sample_size"],
+             "pool_size": row["pool_size"]} for row in item.rows]
 
 
 def table(selection: Iterable[RunTable]) -> list[dict]:
@@ -118,7 +121,9 @@ def plot(rows: Sequence[dict]) -> Figure:
             title = panel_title(panel_rows[0], grid, show_optimizer, show_fraction)
             image = _draw_panel(ax, grid, corruptions, severities, norm, title,
                                 show_names=ax.get_subplotspec().is_first_col())
-        fig.colorbar(image, ax=axes, label="Accuracy on the corrupted set (%)", shrink=0.6)
+        note = sample_note((row["sample_size"], row["pool_size"]) for row in rows)
+        label = "Accuracy on the corrupted set (%)" + (f", {note}" if note else "")
+        fig.colorbar(image, ax=axes, label=label, shrink=0.6)
         return fig
 
 

@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 
 from vitwork.figures.analysis_tables import IDENTITY_COLUMNS
 from vitwork.figures.corruption_tables import (
-    SCORE_COLUMNS, SCORE_LABELS, load_selection, mean_point, require_one_setting_per, score_rows,
+    SCORE_COLUMNS, load_selection, mean_point, require_one_setting_per, score_labels, score_rows,
 )
 from vitwork.figures.style import empty_figure, format_number, model_styles, new_figure, save_figure, style_context
 from vitwork.results import group_by
@@ -53,8 +53,9 @@ def plot(rows: Sequence[dict]) -> Figure:
             ax.annotate(point_label(first, several_fractions), (x, y), xytext=(4, 3), textcoords="offset points",
                         fontsize=7, color=styles[first["model"]]["color"])
         ax.margins(0.15)
-        ax.set_xlabel(SCORE_LABELS["clean_acc_pct"])
-        ax.set_ylabel(SCORE_LABELS["robustness_pct"])
+        labels = score_labels(rows)
+        ax.set_xlabel(labels["clean_acc_pct"])
+        ax.set_ylabel(labels["robustness_pct"])
         ax.set_title("Accuracy vs. robustness")
         return fig
 

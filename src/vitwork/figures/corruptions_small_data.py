@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 
 from vitwork.figures.analysis_tables import IDENTITY_COLUMNS, RunTable
 from vitwork.figures.corruption_tables import (
-    SCORE_COLUMNS, SCORE_LABELS, SCORE_PANELS, load_selection, require_one_setting_per, score_rows,
+    SCORE_COLUMNS, SCORE_PANELS, load_selection, require_one_setting_per, score_labels, score_rows,
 )
 from vitwork.figures.data_size import plot_fraction_curves
 from vitwork.figures.style import save_figure
@@ -31,7 +31,8 @@ def table(selection: Iterable[RunTable]) -> list[dict]:
 
 def plot(rows: Sequence[dict]) -> Figure:
     """Clean accuracy and robustness vs training fraction (log x), one line per model."""
-    return plot_fraction_curves(rows, [(metric, title, SCORE_LABELS[metric]) for metric, title in SCORE_PANELS])
+    labels = score_labels(rows)
+    return plot_fraction_curves(rows, [(metric, title, labels[metric]) for metric, title in SCORE_PANELS])
 
 
 def make(runs, tables, out_png, out_pdf, out_csv) -> list[dict]:

@@ -6,12 +6,18 @@ weight decay (y) with its own colour scale shared down the column:
 (b) the fraction of negative eigenvalues among each batch's top-k by magnitude (`which == "top_magnitude"`,
     finite values);
 (c) the mean Hutchinson trace over batches (`which == "trace"`).
+By default (option ``loss: nll``) the numbers are the NLL part's Hessian: the weight-decay term adds exactly wd to
+every eigenvalue and ``wd * n_decayed`` to the trace under the default decay set, i.e. it would colour the cells
+by their own y coordinate, and AdamW's decoupled decay is not the gradient of that term (Adam's preconditioner
+does not scale it), so only the NLL part compares like with like across the optimizers; ``loss: objective``
+draws the objective's. The title line says which, and the checkpoint's epoch.
 A cell is the mean over its finished seeds, drawn by `optimizer_grid.draw_panel`: a cell whose every seed
 diverged is hatched with an "×" (its Hessian numbers, where its checkpoint was reached, are still in the CSV), a
 cell with some diverged seeds says how many, a setting that was not run is blank, and "n/a" marks finished runs
-without a value (e.g. no trace probes). The CSV has one row per run: its identity, grid coordinates, status, final test
-accuracy (%), ``largest_median``, ``fraction_negative``, ``trace_mean``, ``n_batches`` and ``n_unconverged``
-(eigen-solve rows with ``converged`` false).
+without a value (e.g. no trace probes). The CSV has one row per run: its identity, ``checkpoint_epoch``,
+``loss_part`` (the part drawn), grid coordinates, status, final test accuracy (%), ``largest_median``,
+``fraction_negative``, ``trace_mean``, ``regulariser_trace_mean`` (the weight-decay term's exact trace),
+``n_batches`` and ``n_unconverged`` (eigen-solve rows with ``converged`` false).
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ from matplotlib.ticker import NullFormatter
 
 from vitwork.figures import optimizer_grid
 from vitwork.figures.analysis_tables import (
-    IDENTITY_COLUMNS, RunTable, cell_bool, identity_sort_key, load_tables, run_identity,
+    IDENTITY_COLUMNS, LOSS_TEXT, RunTable, cell_bool, check_loss, checkpoint_epoch, checkpoint_text, identity_sort_key,
+    load_tables, part_rows, run_identity,
 )
 from vitwork.figures.hessian_spectra import median_largest, trace_mean, which_stats
 from vitwork.figures.style import empty_figure, format_number, new_figure, save_figure, style_context
@@ -38,25 +45,31 @@ METRIC_LABELS = {
 }
 METRIC_TITLES = {"largest_median": "$\\lambda_\\max$", "fraction_negative": "negative fraction",
                  "trace_mean": "trace"}
-COLUMNS = IDENTITY_COLUMNS + ("test_acc_pct",) + METRICS + ("n_batches", "n_unconverged")
+COLUMNS = IDENTITY_COLUMNS + ("checkpoint_epoch", "loss_part", "test_acc_pct") + METRICS + (
+    "regulariser_trace_mean", "n_batches", "n_unconverged")
+DEFAULT_LOSS = "nll"
 
 
-def run_row(item: RunTable) -> dict:
-    """One run's identity, grid coordinates, final test accuracy and Hessian summary numbers."""
-    run, rows = item.run, item.rows or []
+def run_row(item: RunTable, loss: str = DEFAULT_LOSS) -> dict:
+    """One run's identity, grid coordinates, final test accuracy and the Hessian numbers of the part `loss`."""
+    run, table_rows = item.run, item.rows or []
     optimizer_grid.require_grid_coordinates(run, "hessian_grid")
+    rows = part_rows(table_rows, loss)
     top = which_stats(rows, "top_magnitude")
     return {
-        **run_identity(run, item.path), "test_acc_pct": percent(run.final_metric("test_acc")),
+        **run_identity(run, item.path), "checkpoint_epoch": checkpoint_epoch(table_rows), "loss_part": loss,
+        "test_acc_pct": percent(run.final_metric("test_acc")),
         "largest_median": median_largest(rows), "fraction_negative": top["fraction_negative"],
-        "trace_mean": trace_mean(rows), "n_batches": len({row["batch"] for row in rows}),
+        "trace_mean": trace_mean(rows), "regulariser_trace_mean": trace_mean(part_rows(table_rows, "regulariser")),
+        "n_batches": len({row["batch"] for row in rows}),
         "n_unconverged": sum(not cell_bool(row["converged"]) for row in rows if row["which"] != "trace"),
     }
 
 
-def table(runs, tables: Sequence) -> list[dict]:
+def table(runs, tables: Sequence, loss: str = DEFAULT_LOSS) -> list[dict]:
     """One row per run, ordered by model, optimizer, fraction, lr, weight decay, seed."""
-    return sorted((run_row(item) for item in load_tables(runs, tables)), key=identity_sort_key)
+    check_loss(loss)
+    return sorted((run_row(item, loss) for item in load_tables(runs, tables)), key=identity_sort_key)
 
 
 def metric_norm(rows: Sequence[dict], metric: str) -> Normalize:
@@ -90,11 +103,16 @@ def plot(rows: Sequence[dict]) -> Figure:
                 image = optimizer_grid.draw_panel(axes[r, c], panel, norm, title, metric, significant_text)
             bar = fig.colorbar(image, ax=axes[:, c], label=METRIC_LABELS[metric], shrink=0.9, location="bottom")
             bar.ax.xaxis.set_minor_formatter(NullFormatter())  # log scales: label decades only
+        checkpoints = ", ".join(sorted({checkpoint_text(row) for row in rows}))
+        fig.suptitle(f"Hessian of the {LOSS_TEXT[rows[0]['loss_part']]} · checkpoint {checkpoints}", fontsize=8)
         return fig
 
 
-def make(runs, tables, out_png, out_pdf, out_csv) -> list[dict]:
-    """Table from runs and their Hessian CSVs (parallel lists), drawn and saved as PNG + PDF + CSV; returns rows."""
-    rows = table(runs, tables)
+def make(runs, tables, out_png, out_pdf, out_csv, loss: str = DEFAULT_LOSS) -> list[dict]:
+    """Table from runs and their Hessian CSVs (parallel lists), drawn and saved as PNG + PDF + CSV; returns rows.
+
+    ``loss``: the part of the objective drawn, ``nll`` (default: like with like across optimizers) or
+    ``objective``."""
+    rows = table(runs, tables, loss)
     save_figure(plot(rows), rows, out_png, out_pdf, out_csv, COLUMNS)
     return rows

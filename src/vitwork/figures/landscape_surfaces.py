@@ -1,7 +1,12 @@
 """Claims 3, 6 and 7: 2-D loss landscapes (Li et al. 2018) of several runs side by side, on one contour scale.
 
-Top row: one panel per run, filled contours over the plane ``w + x d1 + y d2`` of the loss (NLL + weight-decay
-term) minus the panel's own lowest loss, the trained weights (the grid point nearest the origin) marked with a
+Option ``loss``: the surface drawn, ``objective`` (NLL + weight-decay term, the paper's; default) or ``nll`` (the
+NLL part alone). The analysis's ``objective`` setting says over which data: ``train`` (the paper's: augmented
+training batches with mixup/cutmix and label-smoothed soft targets, fixed per run) or ``clean`` (un-augmented
+images); the figure's title line says both.
+
+Top row: one panel per run, filled contours over the plane ``w + x d1 + y d2`` of the loss minus the panel's own
+lowest loss, the trained weights (the grid point nearest the origin) marked with a
 white "+". Every panel uses the same contour levels and colours, log-spaced in that rise
 (``geomspace(span / 1000, span, 15)``, span = the largest rise of all panels), so equal colours mean equal rises
 and a flat landscape shows few, wide bands whatever its loss level (rises below the first level share the darkest
@@ -16,10 +21,12 @@ Flatness numbers (within ``radius``, default 0.5, of the centre, in the directio
   those points, i.e. ``trace(A) / 2`` (``a + b`` for the paraboloid above); resolution independent.
 Lower is flatter for both.
 
-The CSV has two kinds of rows (column ``kind``): ``run``, one per run (identity, ``centre_x``, ``centre_y``,
-``centre_loss``, ``min_loss``, ``max_loss`` (finite grid points), ``n_points``, ``n_nonfinite``, ``radius``,
-``mean_rise``, ``curvature``); and ``point``, one per run and grid point (``run_id``, ``x``, ``y``, ``loss``,
-``nll``, ``accuracy_pct``), the grid the panels are drawn from.
+The CSV has two kinds of rows (column ``kind``): ``run``, one per run (identity, ``loss_part`` (the surface
+drawn), ``objective`` (train | clean), ``centre_x``, ``centre_y``, ``centre_loss``, ``min_loss``, ``max_loss``
+(finite grid points), ``n_points``, ``n_nonfinite``, ``radius``, ``mean_rise``, ``curvature``, all of the surface
+drawn, and the two parts at the centre, ``centre_nll`` and ``centre_regulariser``); and ``point``, one per run
+and grid point (``run_id``, ``x``, ``y``, ``loss`` (objective), ``nll``, ``regulariser``, ``accuracy_pct``), the
+grid the panels are drawn from.
 """
 
 from __future__ import annotations
@@ -32,26 +39,33 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from vitwork.figures.analysis_tables import (
-    IDENTITY_COLUMNS, cell_float, distinct_labels, finite_or_none, identity_tables,
+    IDENTITY_COLUMNS, LOSS_TEXT, cell_float, check_loss, distinct_labels, finite_or_none, fraction_styles,
+    identity_tables, tinted,
 )
-from vitwork.figures.hessian_spectra import fraction_linestyle
 from vitwork.figures.style import empty_figure, model_styles, new_figure, save_figure, style_context
 from vitwork.results import percent
 
 RADIUS = 0.5
 LEVELS = 15
 LEVEL_SPAN_DECADES = 3
+RUN_COLUMNS = ("loss_part", "objective")
 SUMMARY_COLUMNS = ("centre_x", "centre_y", "centre_loss", "min_loss", "max_loss", "n_points", "n_nonfinite",
-                   "radius", "mean_rise", "curvature")
-POINT_COLUMNS = ("x", "y", "loss", "nll", "accuracy_pct")
-COLUMNS = ("kind",) + IDENTITY_COLUMNS + SUMMARY_COLUMNS + POINT_COLUMNS
+                   "radius", "mean_rise", "curvature", "centre_nll", "centre_regulariser")
+POINT_COLUMNS = ("x", "y", "loss", "nll", "regulariser", "accuracy_pct")
+COLUMNS = ("kind",) + IDENTITY_COLUMNS + RUN_COLUMNS + SUMMARY_COLUMNS + POINT_COLUMNS
+DEFAULT_LOSS = "objective"
+# the point column each `loss` option draws
+SURFACE_COLUMN = {"objective": "loss", "nll": "nll"}
+OBJECTIVE_TEXT = {"train": "augmented training batches (mixup/cutmix, smoothed targets)",
+                  "clean": "clean training images", None: "unrecorded data"}
 
 
-def surface(points: Sequence[dict]) -> dict:
-    """A run's `point` rows as arrays: sorted axes `xs`, `ys` and `loss[iy, ix]` (NaN where missing or non-finite)."""
+def surface(points: Sequence[dict], column: str = "loss") -> dict:
+    """A run's `point` rows as arrays: sorted axes `xs`, `ys` and `loss[iy, ix]`, the values of ``column`` (NaN
+    where missing or non-finite)."""
     x = np.asarray([p["x"] for p in points], dtype=float)
     y = np.asarray([p["y"] for p in points], dtype=float)
-    loss = np.asarray([np.nan if p["loss"] is None else p["loss"] for p in points], dtype=float)
+    loss = np.asarray([np.nan if p[column] is None else p[column] for p in points], dtype=float)
     xs, ix = np.unique(x, return_inverse=True)
     ys, iy = np.unique(y, return_inverse=True)
     grid = np.full((len(ys), len(xs)), np.nan)
@@ -110,16 +124,26 @@ def point_rows(run_id: str, points: Sequence[dict]) -> list[dict]:
     """One CSV row per grid point of a run's landscape table (numbers parsed, non-finite as None)."""
     return [{"kind": "point", "run_id": run_id, "x": cell_float(p["x"]), "y": cell_float(p["y"]),
              "loss": finite_or_none(cell_float(p["loss"])), "nll": finite_or_none(cell_float(p["nll"])),
+             "regulariser": finite_or_none(cell_float(p["regulariser"])),
              "accuracy_pct": finite_or_none(percent(cell_float(p["accuracy"])))}
             for p in points]
 
 
-def table(runs, tables: Sequence, radius: float = RADIUS) -> list[dict]:
+def centre_parts(surf_points: Sequence[dict]) -> dict:
+    """The NLL and regulariser at the grid point nearest the origin."""
+    centre = min(surf_points, key=lambda p: (abs(p["x"]), abs(p["y"])))
+    return {"centre_nll": centre["nll"], "centre_regulariser": centre["regulariser"]}
+
+
+def table(runs, tables: Sequence, radius: float = RADIUS, loss: str = DEFAULT_LOSS) -> list[dict]:
     """Summary rows (one per run with a landscape, strong → weak inductive bias), then every run's grid points."""
-    paired = [(identity, point_rows(identity["run_id"], points))
-              for identity, points in identity_tables(runs, tables) if points]  # a diverged run may have none
-    summaries = [{"kind": "run", **identity, **summary(surface(points), radius)} for identity, points in paired]
-    return summaries + [row for _, points in paired for row in points]
+    check_loss(loss)
+    paired = [(identity, table_rows[0].get("objective") or None, point_rows(identity["run_id"], table_rows))
+              for identity, table_rows in identity_tables(runs, tables) if table_rows]  # a diverged run may have none
+    summaries = [{"kind": "run", **identity, "loss_part": loss, "objective": objective,
+                  **summary(surface(points, SURFACE_COLUMN[loss]), radius), **centre_parts(points)}
+                 for identity, objective, points in paired]
+    return summaries + [row for _, _, points in paired for row in points]
 
 
 def rise(surf: dict) -> np.ndarray:
@@ -161,18 +185,19 @@ def _draw_surface(ax, surf: dict, levels: np.ndarray, title: str):
 
 
 def _draw_cuts(ax, runs: Sequence[dict], surfaces: Sequence[dict], titles: dict[str, str]) -> None:
-    """The y = 0 cut of every run on one axis, colour per model, dashed below the full training set."""
+    """The y = 0 cut of every run on one axis, colour per model, line style and shade per training fraction."""
     styles = model_styles((run["model"], run["family"]) for run in runs)
+    fractions = fraction_styles(run["fraction"] for run in runs)
     handles = []
     for run, surf in zip(runs, surfaces):
         iy, _ = centre_index(surf)
-        linestyle = fraction_linestyle(run)
-        ax.plot(surf["xs"], surf["loss"][iy], color=styles[run["model"]]["color"], linestyle=linestyle)
-        handles.append(Line2D([], [], color=styles[run["model"]]["color"], linestyle=linestyle,
-                              label=titles[run["run_id"]]))
+        fraction = fractions[float(run["fraction"])]
+        style = {"color": tinted(styles[run["model"]]["color"], fraction["tint"]), "linestyle": fraction["linestyle"]}
+        ax.plot(surf["xs"], surf["loss"][iy], **style)
+        handles.append(Line2D([], [], label=titles[run["run_id"]], **style))
     ax.set_yscale("log")
     ax.set_xlabel("$x$ (direction 1, $y = 0$)")
-    ax.set_ylabel("Loss (NLL + weight decay, nats)")
+    ax.set_ylabel("NLL + weight decay (nats)" if runs[0]["loss_part"] == "objective" else "NLL (nats)")
     ax.set_title("1-D cut through the trained weights")
     ax.legend(handles=handles, fontsize=7)
 
@@ -187,7 +212,7 @@ def plot(rows: Sequence[dict]) -> Figure:
         by_run = {run["run_id"]: [] for run in runs}
         for point in points:
             by_run[point["run_id"]].append(point)
-        surfaces = [surface(by_run[run["run_id"]]) for run in runs]
+        surfaces = [surface(by_run[run["run_id"]], SURFACE_COLUMN[run["loss_part"]]) for run in runs]
         levels = contour_levels(surfaces)
         if levels is None:
             return empty_figure("no finite loss on any landscape")
@@ -203,11 +228,15 @@ def plot(rows: Sequence[dict]) -> Figure:
         for ax in axes[1]:
             ax.remove()
         _draw_cuts(fig.add_subplot(gs[1, :]), runs, surfaces, titles)
+        data = ", ".join(OBJECTIVE_TEXT.get(o, o) for o in dict.fromkeys(run["objective"] for run in runs))
+        fig.suptitle(f"Loss: the {LOSS_TEXT[runs[0]['loss_part']]} on {data}", fontsize=8)
         return fig
 
 
-def make(runs, tables, out_png, out_pdf, out_csv, radius: float = RADIUS) -> list[dict]:
-    """Table from runs and their landscape CSVs (parallel lists), drawn and saved as PNG + PDF + CSV; returns rows."""
-    rows = table(runs, tables, radius)
+def make(runs, tables, out_png, out_pdf, out_csv, radius: float = RADIUS, loss: str = DEFAULT_LOSS) -> list[dict]:
+    """Table from runs and their landscape CSVs (parallel lists), drawn and saved as PNG + PDF + CSV; returns rows.
+
+    ``loss``: the surface drawn, ``objective`` (the paper's) or ``nll``."""
+    rows = table(runs, tables, radius, loss)
     save_figure(plot(rows), rows, out_png, out_pdf, out_csv, COLUMNS)
     return rows
