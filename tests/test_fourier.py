@@ -299,8 +299,9 @@ def notebook_latents(model, arch: str, x: torch.Tensor) -> dict[str, np.ndarray]
     latents = {}
     with torch.no_grad():
         if arch == "vitwork_vit":
-            # the stem (patch + position embedding, issue 12 item 1) is the models' to fix, so it is not compared here
+            # the stem is what block 0 reads: patch + position embedding (issue 12 item 1)
             tokens = model.norm_pre(model._pos_embed(model.patch_embed(x)))
+            latents["stem"] = token_map(tokens)
             for index, block in enumerate(model.blocks):
                 tokens = tokens + block.attn(block.norm1(tokens))
                 latents[f"blocks.{index}.msa"] = token_map(tokens)
