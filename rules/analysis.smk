@@ -1,5 +1,5 @@
 # Per-run analyses at the checkpoint each analysis configures; each rule exists when its analysis is configured.
-# The run's run.json is the input that guarantees its checkpoints are complete.
+# The checkpoint an analysis reads is an input (a train output); run.json says the run has finished.
 
 
 if "hessian" in ANALYSES:
@@ -7,6 +7,7 @@ if "hessian" in ANALYSES:
     rule hessian_spectrum:
         input:
             run=run_json("{run}"),
+            checkpoint=analysis_checkpoint("hessian"),
             train=DATA["train"],
             subset=lambda w: subset_path(RUNS[w.run]),
         output:
@@ -21,7 +22,7 @@ if "hessian" in ANALYSES:
         resources:
             gpu=1,
         params:
-            checkpoint=analysis_checkpoint("hessian"),
+            checkpoint=checkpoint_input,
             settings=ANALYSES.get("hessian"),
             device=STUDY["device"],
         script:
@@ -33,6 +34,7 @@ if "landscape" in ANALYSES:
     rule loss_landscape:
         input:
             run=run_json("{run}"),
+            checkpoint=analysis_checkpoint("landscape"),
             train=DATA["train"],
             subset=lambda w: subset_path(RUNS[w.run]),
         output:
@@ -47,7 +49,7 @@ if "landscape" in ANALYSES:
         resources:
             gpu=1,
         params:
-            checkpoint=analysis_checkpoint("landscape"),
+            checkpoint=checkpoint_input,
             settings=ANALYSES.get("landscape"),
             device=STUDY["device"],
         script:
@@ -66,6 +68,7 @@ for feature_analysis, feature_rule in (
             feature_rule
         input:
             run=run_json("{run}"),
+            checkpoint=analysis_checkpoint(feature_analysis),
             test=DATA["test"],
         output:
             analysis_table(feature_analysis),
@@ -80,7 +83,7 @@ for feature_analysis, feature_rule in (
             gpu=1,
         params:
             kind=feature_analysis,
-            checkpoint=analysis_checkpoint(feature_analysis),
+            checkpoint=checkpoint_input,
             settings=ANALYSES[feature_analysis],
             device=STUDY["device"],
         script:
@@ -92,6 +95,7 @@ if "noise_frequency" in ANALYSES:
     rule noise_frequency:
         input:
             run=run_json("{run}"),
+            checkpoint=analysis_checkpoint("noise_frequency"),
             test=DATA["test"],
         output:
             analysis_table("noise_frequency"),
@@ -105,7 +109,7 @@ if "noise_frequency" in ANALYSES:
         resources:
             gpu=1,
         params:
-            checkpoint=analysis_checkpoint("noise_frequency"),
+            checkpoint=checkpoint_input,
             settings=ANALYSES.get("noise_frequency"),
             device=STUDY["device"],
         script:
@@ -150,6 +154,7 @@ if "corruptions" in ANALYSES:
     rule evaluate_corruptions:
         input:
             run=run_json("{run}"),
+            checkpoint=analysis_checkpoint("corruptions"),
             test=DATA["test"],
             corruptions=corruption_inputs,
         output:
@@ -164,7 +169,7 @@ if "corruptions" in ANALYSES:
         resources:
             gpu=1,
         params:
-            checkpoint=analysis_checkpoint("corruptions"),
+            checkpoint=checkpoint_input,
             settings=ANALYSES.get("corruptions"),
             folder=CORRUPTION_DIR,
             official=bool(ANALYSES["corruptions"]["official_root"]),
