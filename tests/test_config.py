@@ -397,3 +397,8 @@ def test_library_checks_are_cached_and_planning_then_imports_no_torch(repo, tmp_
     second = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True)
     assert "torch" in first.stdout and second.stdout.strip() == "[]"
     assert {p.name.split("-")[0] for p in tmp_path.glob("*.json")} == {"library", "checks"}
+
+
+def test_an_undefined_default_recipe_is_named_where_it_is_set(demo):
+    demo["defaults"]["optimizers"] = ["adamw", "lion_recipe"]
+    assert "defaults.optimizers[1]: 'lion_recipe' is not defined under `optimizers`" in error_of(demo)

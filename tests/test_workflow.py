@@ -346,7 +346,11 @@ def test_local_gpus_profile_runs_one_job_per_gpu_pinned_by_its_resources(tmp_pat
     jobs = dict(re.findall(r"^rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", result.stdout, flags=re.M))
     assert "gpu=1" in jobs["train"] and "gpu_devices=0,1" in jobs["train"]
     assert "gpu=" not in jobs["prepare_data"].replace("gpu_devices=", "")
-    no_gpu = snakemake("--profile", "local-gpus", "-n", env={**env, "VITWORK_GPUS": "", "PATH": "/usr/bin:/bin"})
+    without = {k: v for k, v in env.items() if k not in ("VITWORK_GPUS", "CUDA_VISIBLE_DEVICES")}
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "nvidia-smi").write_text("#!/bin/sh\n")  # a machine whose nvidia-smi lists no GPU
+    (tmp_path / "bin" / "nvidia-smi").chmod(0o755)
+    no_gpu = snakemake("--profile", "local-gpus", "-n", env={**without, "PATH": f"{tmp_path / 'bin'}{os.pathsep}{env['PATH']}"})
     assert no_gpu.returncode != 0 and "profiles/local-gpus: no GPU found" in no_gpu.stderr
 
 

@@ -154,7 +154,7 @@ def validate_config(config: dict, source: str | Sequence[str] = "config", cache_
     if errors:
         raise sources.error(errors[0].absolute_path, _describe(errors[0]))
     origins = _fill_selection_defaults(config, sources)
-    _check_semantics(config, sources)
+    _check_semantics(config, sources, origins)
     for name, recipe in config["optimizers"].items():
         # a recipe's own training keys override the shared ones; defaults come from the shared section only
         own = {key: recipe["training"][key] for key in raw_recipe_training.get(name, ())}
@@ -180,7 +180,7 @@ def _fill_selection_defaults(config: dict, sources: _Sources) -> dict:
     return origins
 
 
-def _check_semantics(config: dict, sources: _Sources) -> None:
+def _check_semantics(config: dict, sources: _Sources, origins: dict) -> None:
     """Checks a schema cannot express: names that must exist, paths that must make sense, kinds that must fit."""
     results_dir = config["results_dir"]
     if not results_dir.strip():
@@ -192,13 +192,16 @@ def _check_semantics(config: dict, sources: _Sources) -> None:
         schedule = recipe["schedule"]
         if schedule["name"] == "step" and not schedule.get("milestones"):
             raise sources.error(["optimizers", name, "schedule", "milestones"], "a step schedule needs milestones")
+    named = [(("defaults", "optimizers"), config["defaults"].get("optimizers", []), config["optimizers"])]
     for where, selection in _selections(config):
-        for field, known in (("models", config["models"]), ("optimizers", config["optimizers"])):
-            for index, item in enumerate(selection[field]):
-                if item not in known:
-                    raise sources.error(
-                        (*where, field, index), f"{item!r} is not defined under `{field}` (defined: {', '.join(sorted(known))})"
-                    )
+        named.append(((*where, "models"), selection["models"], config["models"]))
+        named.append((origins[where]["optimizers"], selection["optimizers"], config["optimizers"]))
+    for key, items, known in named:
+        for index, item in enumerate(items):
+            if item not in known:
+                raise sources.error(
+                    (*key, index), f"{item!r} is not defined under `{key[-1]}` (defined: {', '.join(sorted(known))})"
+                )
     for study_name, study in config["studies"].items():
         if "kind" in study:
             raise sources.error(["studies", study_name, "kind"], "a study has no kind (only analysis figures do)")
