@@ -124,6 +124,10 @@ def test_a_truncated_split_is_one_line_naming_the_file(tmp_path):
         write_subset(path, 0.5, 0, tmp_path / "subset.npy")
     with pytest.raises(DatasetError, match=r"unreadable .*FileNotFoundError"):
         load_split(tmp_path / "missing.npz")
+    meta = tmp_path / "meta.json"
+    meta.write_text(meta.read_text()[:20])
+    with pytest.raises(DatasetError, match=rf"^{meta}: unreadable \(JSONDecodeError: .*expected the meta.json"):
+        load_meta(meta)
 
 
 def test_a_split_without_its_arrays_or_of_the_wrong_shape_is_named(tmp_path):

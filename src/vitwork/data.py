@@ -141,7 +141,11 @@ def _read_npz(path, names: tuple[str, ...]) -> list[np.ndarray]:
 
 def load_meta(path) -> dict:
     """meta.json of a prepared dataset."""
-    return read_json(path)
+    try:
+        return read_json(path)
+    except (OSError, ValueError) as exc:  # (json's decode error is a ValueError)
+        expected = "expected the meta.json written by the prepare_data rule"
+        raise DatasetError(f"{path}: unreadable ({type(exc).__name__}: {exc}); {expected}") from None
 
 
 def kept_per_class(count: int, fraction: float) -> int:
