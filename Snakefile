@@ -1,6 +1,6 @@
 # vitwork: "How Do Vision Transformers Work?" as a workflow.
 #   snakemake --cores 2 --configfile presets/demo.yaml   (the demo study, CPU, minutes)
-#   snakemake --profile profiles/slurm                    (the paper-scale study of config.yaml)
+#   snakemake --profile slurm                             (the paper-scale study of config.yaml; see README)
 from snakemake.utils import min_version
 
 min_version("9.0")

@@ -1,5 +1,5 @@
 # Per-run analyses at the checkpoint each analysis configures; each rule exists when its analysis is configured.
-# The run's run.json is the input that guarantees its checkpoints are complete.
+# The checkpoint an analysis reads is an input (a train output); run.json says the run has finished.
 
 
 # What each analysis job reads: its settings without the figures, so that adding a figure reruns no analysis.
@@ -22,6 +22,7 @@ if "hessian" in ANALYSES:
     rule hessian_spectrum:
         input:
             run=run_json("{run}"),
+            checkpoint=analysis_checkpoint("hessian"),
             train=DATA["train"],
             subset=lambda w: subset_path(RUNS[w.run]),
         output:
@@ -36,7 +37,7 @@ if "hessian" in ANALYSES:
         resources:
             gpu=1,
         params:
-            checkpoint=analysis_checkpoint("hessian"),
+            checkpoint=checkpoint_input,
             settings=ANALYSIS_SETTINGS["hessian"],
             device=STUDY["device"],
         script:
@@ -48,6 +49,7 @@ if "landscape" in ANALYSES:
     rule loss_landscape:
         input:
             run=run_json("{run}"),
+            checkpoint=analysis_checkpoint("landscape"),
             train=DATA["train"],
             subset=lambda w: subset_path(RUNS[w.run]),
         output:
@@ -62,7 +64,7 @@ if "landscape" in ANALYSES:
         resources:
             gpu=1,
         params:
-            checkpoint=analysis_checkpoint("landscape"),
+            checkpoint=checkpoint_input,
             settings=ANALYSIS_SETTINGS["landscape"],
             device=STUDY["device"],
         script:
@@ -81,6 +83,7 @@ for feature_analysis, feature_rule in (
             feature_rule
         input:
             run=run_json("{run}"),
+            checkpoint=analysis_checkpoint(feature_analysis),
             test=DATA["test"],
         output:
             analysis_table(feature_analysis),
@@ -95,7 +98,7 @@ for feature_analysis, feature_rule in (
             gpu=1,
         params:
             kind=feature_analysis,
-            checkpoint=analysis_checkpoint(feature_analysis),
+            checkpoint=checkpoint_input,
             settings=ANALYSIS_SETTINGS[feature_analysis],
             device=STUDY["device"],
         script:
@@ -107,6 +110,7 @@ if "noise_frequency" in ANALYSES:
     rule noise_frequency:
         input:
             run=run_json("{run}"),
+            checkpoint=analysis_checkpoint("noise_frequency"),
             test=DATA["test"],
         output:
             analysis_table("noise_frequency"),
@@ -120,7 +124,7 @@ if "noise_frequency" in ANALYSES:
         resources:
             gpu=1,
         params:
-            checkpoint=analysis_checkpoint("noise_frequency"),
+            checkpoint=checkpoint_input,
             settings=ANALYSIS_SETTINGS["noise_frequency"],
             device=STUDY["device"],
         script:
@@ -166,6 +170,7 @@ if "corruptions" in ANALYSES:
     rule evaluate_corruptions:
         input:
             run=run_json("{run}"),
+            checkpoint=analysis_checkpoint("corruptions"),
             test=DATA["test"],
             corruptions=corruption_inputs,
         output:
@@ -180,7 +185,7 @@ if "corruptions" in ANALYSES:
         resources:
             gpu=1,
         params:
-            checkpoint=analysis_checkpoint("corruptions"),
+            checkpoint=checkpoint_input,
             settings=ANALYSIS_SETTINGS["corruptions"],
             folder=CORRUPTION_DIR,
             official=bool(ANALYSES["corruptions"]["official_root"]),

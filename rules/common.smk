@@ -1,27 +1,35 @@
 # Paths, the run table and grid helpers. No computation beyond naming things.
-# vitwork is imported from this checkout, installed or not: here through sys.path, in jobs through the
-# link workflow/scripts/vitwork (snakemake puts the scripts' folder on their sys.path).
+# The workflow runs its own library, src/vitwork, installed or not: planning imports it through sys.path; every
+# job through PYTHONPATH, set here with src/ first (local jobs inherit it; a cluster job reads this file again).
+# Under --sdm conda Snakemake drops PYTHONPATH, and the link workflow/scripts/vitwork, which Snakemake appends
+# to a script's path, provides it. A job that finds another copy stops with one line (vitwork.workflow.job_log).
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+WORKFLOW_SRC = str(Path(workflow.basedir) / "src")
+sys.path.insert(0, WORKFLOW_SRC)
+
+from vitwork.workflow import put_first_on_pythonpath
+
+put_first_on_pythonpath(WORKFLOW_SRC)
 
 from vitwork.config import (
     ConfigError,
     all_run_specs,
+    analysed_epoch_checkpoints,
     analysis_figure_run_specs,
+    library_facts,
     study_run_specs,
     validate_config,
 )
-from vitwork.corruptions import CORRUPTIONS
 
-CONFIG_SOURCE = (
-    workflow.overwrite_configfiles[-1]
-    if workflow.overwrite_configfiles
-    else "config.yaml"
-)
+# every file the config was read from (an error names the one that sets the offending key)
+CONFIG_FILES = [str(path) for path in workflow.overwrite_configfiles] or ["config.yaml"]
+# the checks that need torch/timm are kept here per config and library version: planning stays fast
+PLAN_CACHE = ".snakemake/vitwork"
 try:
-    STUDY = validate_config(config, str(CONFIG_SOURCE))
+    STUDY = validate_config(config, CONFIG_FILES, cache_dir=PLAN_CACHE)
+    CORRUPTIONS = library_facts(PLAN_CACHE)["corruptions"]
 except ConfigError as error:
     sys.exit(f"vitwork: config error: {error}")
 
@@ -119,10 +127,21 @@ def analysis_table(analysis, run_id="{run}"):
 
 
 def analysis_checkpoint(analysis):
-    """params function: the checkpoint file an analysis reads for a run (its run.json is the rule's input)."""
-    return (
-        lambda w: f"{run_dir(w.run)}/checkpoints/{ANALYSES[analysis]['checkpoint']}.pt"
-    )
+    """The checkpoint an analysis reads, an input: the DAG sees it missing, and a retrained run reruns the analysis."""
+    return f"{R}/runs/{{run}}/checkpoints/{ANALYSES[analysis]['checkpoint']}.pt"
+
+
+def checkpoint_input(wildcards, input):
+    """params function: the checkpoint input, as the analysis scripts read it."""
+    return input.checkpoint
+
+
+def analysed_epoch_outputs():
+    """Train outputs for the epoch<N> checkpoints an analysis reads (validation: every run keeps them)."""
+    return {
+        name: f"{R}/runs/{{run}}/checkpoints/{name}.pt"
+        for name in analysed_epoch_checkpoints(STUDY)
+    }
 
 
 def analysis_figure_inputs(analysis, figure):

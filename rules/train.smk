@@ -5,6 +5,7 @@ rule train:
         meta=META,
         subset=lambda w: subset_path(RUNS[w.run]),
     output:
+        **analysed_epoch_outputs(),
         run_json=f"{R}/runs/{{run}}/run.json",
         metrics=f"{R}/runs/{{run}}/metrics.jsonl",
         init=f"{R}/runs/{{run}}/checkpoints/init.pt",

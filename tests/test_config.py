@@ -166,3 +166,239 @@ def test_a_list_valued_optimizer_argument_is_a_list_of_lists(demo):
 
     optimizer = build_optimizer(torch.nn.Linear(2, 2), "adamw", specs[0]["optimizer"]["hparams"])
     assert tuple(optimizer.param_groups[0]["betas"]) == (0.9, 0.99)
+
+
+# -- issue 14: configs that were accepted and then failed or misled ----------------------------------------
+
+
+@pytest.fixture
+def paper(repo):
+    return yaml.safe_load((repo / "config.yaml").read_text())
+
+
+def test_an_argument_the_optimizer_ignores_is_rejected(demo):
+    demo["optimizers"]["adamw"]["hparams"]["momentum"] = 0.9  # timm's factory drops it for adamw
+    message = error_of(demo)
+    assert message.startswith("demo.yaml: optimizers.adamw.hparams.momentum: adamw does not take 'momentum'")
+    assert "betas" in message  # what it does take
+
+
+def test_an_argument_the_optimizer_does_not_know_is_rejected(demo):
+    demo["optimizers"]["adam"]["hparams"]["betas1"] = 0.9
+    assert "optimizers.adam.hparams.betas1: adam does not take 'betas1'" in error_of(demo)
+
+
+def test_betas_is_one_pair_and_a_list_of_pairs_is_a_grid(demo):
+    demo["optimizers"]["adam"]["hparams"]["betas"] = [0.9, 0.999]
+    specs = study_run_specs(validate_config(demo, "demo.yaml"), "optimizer_grid")
+    adam = [s for s in specs if s["optimizer"]["recipe"] == "adam"]
+    assert len(adam) == 2 * 2 and {tuple(s["optimizer"]["hparams"]["betas"]) for s in adam} == {(0.9, 0.999)}
+    assert "vit/adam-lr3e-4-wd5e-4-betas0.9_0.999/f1.0/s0" in {s["run_id"] for s in adam}
+    demo["optimizers"]["adam"]["hparams"]["betas"] = [[0.9, 0.999], [0.5, 0.9]]
+    specs = study_run_specs(validate_config(demo, "demo.yaml"), "optimizer_grid")
+    assert len([s for s in specs if s["optimizer"]["recipe"] == "adam"]) == 2 * 2 * 2
+
+
+@pytest.mark.parametrize("betas", [0.9, [0.9], [0.9, 0.99, 0.999], [[0.9, 0.99], 0.5]])
+def test_betas_that_is_not_a_pair_is_rejected(demo, betas):
+    demo["optimizers"]["adam"]["hparams"]["betas"] = betas
+    message = error_of(demo)
+    assert message.startswith("demo.yaml: optimizers.adam.hparams.betas: ")
+    assert "betas of optimizer 'adam' is a list of 2 numbers, e.g. [0.9, 0.999]" in message
+
+
+def test_a_list_of_lists_where_one_number_is_expected_is_rejected(demo):
+    demo["optimizers"]["sgd"]["hparams"]["momentum"] = [[0.9, 0.8]]
+    assert error_of(demo) == (
+        "demo.yaml: optimizers.sgd.hparams.momentum: [[0.9, 0.8]]: momentum of optimizer 'momentum' is one value "
+        "(a list of values is a grid axis)"
+    )
+
+
+def test_a_value_the_optimizer_rejects_names_the_recipe(demo):
+    demo["optimizers"]["adamw"]["hparams"]["eps"] = -1.0
+    message = error_of(demo)
+    assert message.startswith("demo.yaml: optimizers.adamw.hparams: adamw cannot be built with") and "epsilon" in message
+
+
+def test_a_negative_learning_rate_says_what_is_wrong(demo):
+    demo["optimizers"]["adamw"]["hparams"]["lr"] = -0.001
+    message = error_of(demo)
+    assert message == (
+        "demo.yaml: optimizers.adamw.hparams.lr: -0.001 is less than or equal to the minimum of 0 "
+        "(expected a number > 0, or a list of them (a grid axis))"
+    )
+    demo["optimizers"]["adamw"]["hparams"]["lr"] = [0.1, -0.001]
+    assert "optimizers.adamw.hparams.lr: -0.001 is less than or equal to the minimum of 0" in error_of(demo)
+
+
+@pytest.mark.parametrize("results_dir", ["", "  ", "/", "/.."])
+def test_results_dir_must_be_a_folder_of_its_own(demo, results_dir):
+    demo["results_dir"] = results_dir
+    message = error_of(demo)
+    assert message.startswith("demo.yaml: results_dir: ") and "expected a folder" in message
+
+
+def test_an_analysis_checkpoint_some_compared_run_never_reaches(paper):
+    paper["analyses"]["hessian"]["checkpoint"] = "epoch200"  # the optimizer-grid figure compares 100-epoch grid runs
+    message = error_of(paper, "config.yaml")
+    assert message.startswith("config.yaml: analyses.hessian.checkpoint: 'epoch200' is after the end of run ")
+    assert "sgd_grid" in message and "(101 epochs)" in message and "figure optimizer_grid" in message
+
+
+def test_an_analysis_checkpoint_that_is_not_kept(paper):
+    paper["analyses"]["fourier"]["checkpoint"] = "epoch60"
+    assert "analyses.fourier.checkpoint: 'epoch60' is not kept by recipe adamw" in error_of(paper, "config.yaml")
+
+
+def test_an_analysed_epoch_checkpoint_must_be_kept_by_every_trained_run(paper):
+    # the landscape compares 305-epoch AdamW runs only, but the 101-epoch grid runs share the train rule's outputs
+    paper["analyses"]["landscape"]["checkpoint"] = "epoch200"
+    message = error_of(paper, "config.yaml")
+    assert message.startswith("config.yaml: analyses.landscape.checkpoint: 'epoch200' must be kept by every run")
+    paper["analyses"]["landscape"]["checkpoint"] = "epoch100"
+    config = validate_config(paper, "config.yaml")
+    from vitwork.config import analysed_epoch_checkpoints
+
+    assert analysed_epoch_checkpoints(config) == ["epoch100"]
+
+
+def test_warmup_checkpoint_of_a_recipe_without_warm_up_is_rejected(paper):
+    paper["optimizers"]["adam_grid"]["warmup_epochs"] = 0
+    message = error_of(paper, "config.yaml")
+    assert message.startswith("config.yaml: analyses.hessian.checkpoint: 'warmup' but recipe adam_grid")
+    assert "no warm-up" in message and "choose an epoch" in message
+    paper["analyses"]["hessian"]["checkpoint"] = "init"  # asked for by its name: fine
+    validate_config(paper, "config.yaml")
+
+
+def test_the_authors_sgd_recipes_warm_up_for_one_epoch(repo):
+    config = load_config_file(repo / "config.yaml")
+    for recipe in ("sgd", "sgd_grid"):
+        assert config["optimizers"][recipe]["warmup_epochs"] == 1  # the authors' 200 epochs come after it
+    assert config["optimizers"]["sgd"]["epochs"] == 200 and config["optimizers"]["sgd_grid"]["epochs"] == 100
+
+
+@pytest.mark.parametrize(
+    "source, study, fraction, text",
+    [
+        ("cifar100", "data_size", 0.001, "0.001 of cifar100 keeps no image of a class of 500 images"),
+        ("cifar100", "optimizer_grid", 0.002, "0.002 of cifar100 keeps 100 training images, fewer than one batch of recipe sgd_grid (batch_size 128)"),
+        ("cifar10", "data_size", 0.0015, "0.0015 of cifar10 keeps 70 training images, fewer than one batch of recipe adamw (batch_size 96)"),
+    ],
+)
+def test_a_fraction_smaller_than_one_batch_is_rejected(paper, source, study, fraction, text):
+    paper["dataset"] = {"source": source, "root": "data", "download": True}
+    paper["studies"][study].setdefault("fractions", [1.0]).append(fraction)
+    index = len(paper["studies"][study]["fractions"]) - 1
+    message = error_of(paper, "config.yaml")
+    assert message.startswith(f"config.yaml: studies.{study}.fractions[{index}]: ") and text in message
+
+
+def test_a_fraction_of_the_synthetic_data_smaller_than_one_batch(demo):
+    demo["defaults"]["fractions"] = [0.02]  # 4 of 200 images per class x 10 classes < a batch of 50
+    demo["studies"]["data_size"]["fractions"] = [1.0, 0.5, 0.25]
+    message = error_of(demo)
+    assert message.startswith("demo.yaml: defaults.fractions[0]: 0.02 of synthetic keeps 40 training images")
+
+
+def _image_tree(root, per_class):
+    for name, count in per_class.items():
+        for split in ("train", "test"):
+            (root / split / name).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            (root / "train" / name / f"{i}.png").write_bytes(b"")  # counted by name, never read at planning
+
+
+def test_a_fraction_of_an_image_folder_is_checked_from_its_cached_index(demo, tmp_path, monkeypatch):
+    _image_tree(tmp_path / "tree", {"a": 40, "b": 30})
+    demo["dataset"] = {"source": "imagefolder", "root": str(tmp_path / "tree")}
+    demo["studies"]["data_size"]["fractions"] = [1.0, 0.5]  # 20 + 15 images < a batch of 50
+    cache = tmp_path / "cache"
+    message = error_of(demo)
+    assert "studies.data_size.fractions[1]: 0.5 of imagefolder keeps 35 training images" in message
+    with pytest.raises(ConfigError):
+        validate_config(demo, "demo.yaml", cache_dir=cache)
+    import vitwork.data
+
+    def not_again(root):
+        raise AssertionError("the index was counted again")
+
+    monkeypatch.setattr(vitwork.data, "image_folder_class_counts", not_again)
+    with pytest.raises(ConfigError, match="keeps 35 training images"):
+        validate_config(demo, "demo.yaml", cache_dir=cache)  # from the cached index
+    (tmp_path / "tree" / "train" / "b" / "30.png").write_bytes(b"")  # the folder changed: counted again
+    with pytest.raises(AssertionError, match="counted again"):
+        validate_config(demo, "demo.yaml", cache_dir=cache)
+
+
+# -- issue 16: settings said once ----------------------------------------------------------------------------
+
+
+def test_defaults_are_said_once_for_every_study_and_figure(demo):
+    demo["defaults"] = {"fractions": [0.5], "seeds": [1, 2], "optimizers": ["adamw"]}
+    for study in demo["studies"].values():
+        study.pop("fractions", None)
+    for settings in demo["analyses"].values():
+        for figure in settings["figures"].values():
+            figure.pop("fractions", None)
+            figure.pop("optimizers")
+    demo["studies"]["inductive_bias"].pop("optimizers")
+    config = validate_config(demo, "demo.yaml")
+    runs = all_run_specs(config)
+    assert {(s["fraction"], s["seed"]) for s in runs.values()} == {(0.5, 1), (0.5, 2)}
+    assert {s["optimizer"]["recipe"] for s in study_run_specs(config, "inductive_bias")} == {"adamw"}
+    assert {s["optimizer"]["recipe"] for s in study_run_specs(config, "optimizer_grid")} == {"sgd", "adam", "adamw_grid"}
+
+
+def test_a_selection_without_recipes_and_no_default_is_rejected(demo):
+    demo["defaults"].pop("optimizers")
+    demo["studies"]["inductive_bias"].pop("optimizers")
+    assert "studies.inductive_bias.optimizers: missing: say which optimizers it selects here or once in defaults.optimizers" in error_of(demo)
+
+
+def test_a_figure_drawing_a_fraction_no_study_trains_is_rejected(demo):
+    demo["analyses"]["hessian"]["figures"]["inductive_bias"]["fractions"] = [1.0, 0.1]
+    message = error_of(demo)
+    assert message.startswith("demo.yaml: analyses.hessian.figures.inductive_bias.fractions[1]: 0.1 is a fraction no study trains")
+    demo["analyses"]["hessian"]["figures"]["inductive_bias"]["fractions"] = [1.0, 0.25]
+    demo["defaults"]["fractions"] = [0.1]  # the studies now train 0.1 (and data_size its own), figures too by default
+    demo["studies"]["data_size"]["fractions"] = [0.1, 0.05]
+    message = error_of(demo)
+    assert "analyses.hessian.figures.inductive_bias.fractions[0]: 1.0 is a fraction no study trains" in message
+
+
+def test_an_error_names_the_layered_file_that_sets_the_key(demo, tmp_path):
+    from snakemake.utils import update_config
+
+    base, overlay = tmp_path / "demo.yaml", tmp_path / "overlay.yaml"
+    base.write_text(yaml.safe_dump(demo))
+    overlay.write_text("optimizers:\n  adamw:\n    hparams: {momentum: 0.9}\n")
+    merged = copy.deepcopy(demo)
+    update_config(merged, yaml.safe_load(overlay.read_text()))
+    with pytest.raises(ConfigError, match=rf"^{overlay}: optimizers.adamw.hparams.momentum: "):
+        validate_config(merged, [str(base), str(overlay)])
+    merged["studies"]["data_size"]["fractions"] = [1.0, 1.5]  # set in the base file only
+    with pytest.raises(ConfigError, match=rf"^{base}: studies.data_size.fractions\[1\]"):
+        validate_config(merged, [str(base), str(overlay)])
+
+
+def test_library_checks_are_cached_and_planning_then_imports_no_torch(repo, tmp_path):
+    """The second validation of the same config reads the cache: no torch, timm, torchvision, matplotlib, scipy."""
+    import subprocess
+    import sys
+
+    program = (
+        "import sys; from vitwork.config import load_config_file; "
+        f"load_config_file({str(repo / 'config.yaml')!r}, cache_dir={str(tmp_path)!r}); "
+        "print(sorted(m for m in ('torch', 'timm', 'torchvision', 'matplotlib', 'scipy') if m in sys.modules))"
+    )
+    first = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True)
+    second = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True)
+    assert "torch" in first.stdout and second.stdout.strip() == "[]"
+    assert {p.name.split("-")[0] for p in tmp_path.glob("*.json")} == {"library", "checks"}
+
+
+def test_an_undefined_default_recipe_is_named_where_it_is_set(demo):
+    demo["defaults"]["optimizers"] = ["adamw", "lion_recipe"]
+    assert "defaults.optimizers[1]: 'lion_recipe' is not defined under `optimizers`" in error_of(demo)

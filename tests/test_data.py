@@ -104,3 +104,57 @@ def test_write_subset(tmp_path):
     prepare_dataset(dataset, tmp_path / "train.npz", tmp_path / "test.npz", tmp_path / "meta.json")
     indices = write_subset(tmp_path / "train.npz", 0.5, 2, tmp_path / "subset.npy")
     assert np.array_equal(np.load(tmp_path / "subset.npy"), indices) and indices.size == 15
+
+
+def _prepared(tmp_path):
+    dataset = {"source": "synthetic", "synthetic": {"num_classes": 3, "train_per_class": 4, "test_per_class": 2, "seed": 0}}
+    prepare_dataset(dataset, tmp_path / "train.npz", tmp_path / "test.npz", tmp_path / "meta.json")
+    return tmp_path / "train.npz"
+
+
+def test_a_truncated_split_is_one_line_naming_the_file(tmp_path):
+    path = _prepared(tmp_path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(DatasetError) as info:
+        load_split(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: unreadable (") and "expected an .npz with arrays images, labels" in message
+    assert "\n" not in message
+    with pytest.raises(DatasetError, match=rf"^{path}: unreadable"):
+        write_subset(path, 0.5, 0, tmp_path / "subset.npy")
+    with pytest.raises(DatasetError, match=r"unreadable .*FileNotFoundError"):
+        load_split(tmp_path / "missing.npz")
+    meta = tmp_path / "meta.json"
+    meta.write_text(meta.read_text()[:20])
+    with pytest.raises(DatasetError, match=rf"^{meta}: unreadable \(JSONDecodeError: .*expected the meta.json"):
+        load_meta(meta)
+
+
+def test_a_split_without_its_arrays_or_of_the_wrong_shape_is_named(tmp_path):
+    np.savez(tmp_path / "other.npz", pixels=np.zeros(3))
+    with pytest.raises(DatasetError, match=r"other.npz: no array images, labels; expected an .npz"):
+        load_split(tmp_path / "other.npz")
+    np.savez(tmp_path / "flat.npz", images=np.zeros((2, 8, 8), np.uint8), labels=np.zeros(2, np.int64))
+    with pytest.raises(DatasetError, match=r"flat.npz: images uint8 \(2, 8, 8\) .* expected uint8 images N x 32 x 32 x 3"):
+        load_split(tmp_path / "flat.npz")
+
+
+@pytest.mark.parametrize("content", [b"", b"not a png at all", "truncated"])
+def test_a_corrupt_image_in_an_image_folder_is_one_line_naming_it(tmp_path, content):
+    _write_tree(tmp_path / "tree", ["apple", "bee"], 2)
+    bad = tmp_path / "tree" / "train" / "bee" / "1.png"
+    bad.write_bytes(bad.read_bytes()[:60] if content == "truncated" else content)
+    with pytest.raises(DatasetError) as info:
+        prepare_dataset({"source": "imagefolder", "root": str(tmp_path / "tree")}, tmp_path / "a.npz", tmp_path / "b.npz", tmp_path / "c.json")
+    message = str(info.value)
+    assert message.startswith(f"{bad}: unreadable image (") and message.endswith("expected a 32x32 RGB image")
+    assert "\n" not in message
+
+
+def test_image_folder_class_counts_and_kept_per_class(tmp_path):
+    from vitwork.data import image_folder_class_counts, kept_per_class
+
+    _write_tree(tmp_path / "tree", ["apple", "bee"], 3)
+    (tmp_path / "tree" / "train" / "bee" / "notes.txt").write_text("not an image")
+    assert image_folder_class_counts(tmp_path / "tree" / "train") == {"apple": 3, "bee": 3}
+    assert kept_per_class(500, 0.06) == 30 and kept_per_class(500, 0.001) == 0 and kept_per_class(3, 1.0) == 3

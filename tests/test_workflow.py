@@ -2,19 +2,25 @@
 
 import csv
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+HEAVY_MODULES = ("torch", "timm", "torchvision", "matplotlib", "scipy")
 
 
-def snakemake(*args, cwd=REPO, timeout=3600):
-    return subprocess.run([*SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+def snakemake(*args, cwd=REPO, timeout=3600, env=None):
+    return subprocess.run([*SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def read_csv(path):
@@ -175,3 +181,258 @@ def test_demo_analysis_figures_hold_the_analyses_numbers(demo_run):
     assert sorted(int(r["num_msa"]) for r in read_csv(figures / "corruptions_buildup.csv")) == [0, 1, 2]
     assert len(list((demo_run / "corruptions").glob("*.npy"))) == 15 + 1
     assert "diverged" in {r["status"] for r in read_csv(figures / "corruptions_optimizer_grid.csv")}
+
+
+# -- issue 14: bad configs stop before any job, one line naming the file and the key --------------------------
+
+
+@pytest.fixture(scope="module")
+def plan_dir(tmp_path_factory):
+    """One working directory for the dry-runs of config.yaml: its plan cache is filled once and then reused."""
+    return tmp_path_factory.mktemp("plan")
+
+
+@pytest.mark.parametrize(
+    "overlay, key",
+    [
+        ("optimizers: {adamw: {hparams: {momentum: 0.9}}}", "bad.yaml: optimizers.adamw.hparams.momentum: adamw does not take 'momentum'"),
+        ('results_dir: ""', "bad.yaml: results_dir: empty"),
+        ("studies: {data_size: {fractions: [1.0, 0.001]}}", "bad.yaml: studies.data_size.fractions[1]: 0.001 of cifar100 keeps no image"),
+        ("analyses: {hessian: {checkpoint: epoch200}}", "bad.yaml: analyses.hessian.checkpoint: 'epoch200' is after the end of run"),
+        # the key is config.yaml's; the line names the recipe the overlay changed
+        ("optimizers: {adam_grid: {warmup_epochs: 0}}", "config.yaml: analyses.hessian.checkpoint: 'warmup' but recipe adam_grid"),
+    ],
+)
+def test_a_bad_config_layered_over_config_yaml_stops_before_any_job(plan_dir, overlay, key):
+    bad = plan_dir / "bad.yaml"
+    bad.write_text(overlay + "\n")
+    result = snakemake("-n", "-s", REPO / "Snakefile", "--directory", plan_dir, "--configfile", REPO / "config.yaml", bad)
+    assert result.returncode != 0 and "Traceback" not in result.stderr + result.stdout
+    assert "Job stats" not in result.stdout + result.stderr  # nothing planned
+    lines = [line for line in result.stderr.splitlines() if "config error" in line]
+    folder = plan_dir if key.startswith("bad.yaml") else REPO
+    assert len(lines) == 1 and lines[0].startswith(f"vitwork: config error: {folder / key}"), result.stderr[-2000:]
+
+
+def test_planning_imports_no_heavy_library_once_checked(plan_dir):
+    """After the first plan of a config (its library checks cached), a plan imports none of torch, timm, ..."""
+    args = ["-X", "importtime", "-m", "snakemake", "-n", "-s", str(REPO / "Snakefile"), "--directory", str(plan_dir), "--configfile", str(REPO / "config.yaml")]
+    first = subprocess.run([sys.executable, *args], capture_output=True, text=True)
+    second = subprocess.run([sys.executable, *args], capture_output=True, text=True)
+    assert first.returncode == second.returncode == 0, second.stderr[-3000:]
+
+    def imported(stderr):
+        names = {line.split("|")[-1].strip() for line in stderr.splitlines() if line.startswith("import time:")}
+        return sorted({name.split(".")[0] for name in names} & set(HEAVY_MODULES))
+
+    assert imported(second.stderr) == [] and "train" in second.stdout
+    assert list((plan_dir / ".snakemake" / "vitwork").glob("checks-*.json"))
+
+
+# -- issue 14: analysis checkpoints are inputs ------------------------------------------------------------------
+
+
+def _finished_run(workdir, run_id, analysis_table):
+    """The files of a prepared dataset, one finished run and its Fourier table, each newer than its inputs."""
+    results = workdir / "results" / "demo"
+    run = results / "runs" / run_id
+    stages = [
+        [results / "data" / name for name in ("train.npz", "test.npz", "meta.json")],
+        [results / "data" / "subsets" / "f1.0_s0.npy"],
+        [run / "run.json", run / "metrics.jsonl", *(run / "checkpoints" / f"{c}.pt" for c in ("init", "warmup", "last"))],
+        [analysis_table],
+    ]
+    now = time.time()
+    for age, paths in zip((400, 300, 200, 100), stages):
+        for path in paths:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"")
+            os.utime(path, (now - age, now - age))
+    return run / "checkpoints" / "last.pt"
+
+
+def test_a_missing_or_retrained_checkpoint_reruns_the_analysis_that_reads_it(tmp_path):
+    run_id = "vit/adamw-lr2e-3-wd0.05/f1.0/s0"
+    table = tmp_path / "results" / "demo" / "analysis" / "fourier" / run_id / "last.csv"
+    checkpoint = _finished_run(tmp_path, run_id, table)
+    target = table.relative_to(tmp_path)
+
+    def planned_rules():
+        result = snakemake("-n", target, "--rerun-triggers", "mtime", "-s", REPO / "Snakefile", "--directory", tmp_path, "--configfile", REPO / "presets" / "demo.yaml")
+        assert result.returncode == 0, result.stderr[-3000:]
+        return set(re.findall(r"^rule (\w+):", result.stdout, flags=re.M))
+
+    assert planned_rules() == set()  # complete and consistent: nothing to do
+    os.utime(checkpoint)  # the run's weights were retrained after the table was made
+    assert planned_rules() == {"fourier_spectrum"}
+    checkpoint.unlink()  # lost, with the table to make: the run is retrained first, not analysed without it
+    table.unlink()
+    assert planned_rules() == {"train", "fourier_spectrum"}
+
+
+# -- issue 14: the profiles, as users type them ------------------------------------------------------------------
+
+
+def fresh_home_env(home: Path, **extra) -> dict:
+    """The environment of a new user: an empty HOME, no XDG_CONFIG_HOME, this checkout's library first."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "SNAKEMAKE_", "VITWORK_"))}
+    return {**env, "HOME": str(home), **extra}
+
+
+def setup_commands() -> list[str]:
+    """The README's two set-up commands (the first bash block of the Set-up section)."""
+    section = (REPO / "README.md").read_text().split("## Set-up", 1)[1]
+    block = section.split("```bash", 1)[1].split("```", 1)[0]
+    return [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def test_the_readme_set_up_installs_the_profiles_and_ci_runs_its_test_command():
+    install, tests = setup_commands()
+    assert ".venv/bin/python profiles/install.py" in install.split(" && ")
+    assert tests.strip() in (REPO / ".ci" / "run").read_text()
+
+
+def parsed_cli(env, *args):
+    """Snakemake's own reading of a command line (profiles included), as `snakemake` does it."""
+    program = (
+        "import sys; from snakemake.cli import parse_args; _, args = parse_args(sys.argv[1:]); "
+        "print(args.executor or 'local', args.jobs, args.resources)"
+    )
+    result = subprocess.run([sys.executable, "-c", program, *args], cwd=REPO, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout.strip()
+
+
+def test_slurm_profile_works_by_name_after_the_readme_set_up(tmp_path):
+    env = fresh_home_env(tmp_path, VITWORK_SLURM_GPU_PARTITION="gpu")
+    before = snakemake("--profile", "slurm", "-n", env=env)
+    assert before.returncode != 0  # a new user without the set-up step: Snakemake cannot find the profile
+    install = subprocess.run([sys.executable, REPO / "profiles" / "install.py"], env=env, capture_output=True, text=True)
+    assert install.returncode == 0, install.stderr
+    assert (tmp_path / ".config" / "snakemake" / "slurm").resolve() == REPO / "profiles" / "slurm"
+
+    result = snakemake("--profile", "slurm", "-n", env=env)  # exactly as typed, from the repository root
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Using profile slurm for setting default command line arguments." in result.stderr
+    assert parsed_cli(env, "--profile", "slurm", "-n").startswith("slurm 100 ")  # the Slurm executor, 100 jobs
+    jobs = re.findall(r"^rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", result.stdout, flags=re.M)
+    resources = {rule: text for rule, text in jobs}
+    assert {"train", "hessian_spectrum", "subsample"} <= set(resources)
+    for rule in ("train", "hessian_spectrum", "evaluate_corruptions"):
+        assert "gpu=1" in resources[rule] and "slurm_partition=gpu" in resources[rule], resources[rule]
+    assert "runtime=720" in resources["train"] and "cpus_per_task=8" in resources["train"] and "--signal=TERM@300" in resources["train"]
+    assert "gpu=" not in resources["subsample"]
+
+    again = subprocess.run([sys.executable, REPO / "profiles" / "install.py"], env=env, capture_output=True, text=True)
+    assert again.returncode == 0  # idempotent
+
+
+def test_profile_install_leaves_a_users_own_profile_alone(tmp_path):
+    own = tmp_path / ".config" / "snakemake" / "slurm"
+    own.mkdir(parents=True)
+    (own / "config.yaml").write_text("executor: slurm\n")
+    env = fresh_home_env(tmp_path)
+    install = subprocess.run([sys.executable, REPO / "profiles" / "install.py"], env=env, capture_output=True, text=True)
+    assert install.returncode == 0 and f"kept your own profile {own}" in install.stderr
+    assert not own.is_symlink() and (tmp_path / ".config" / "snakemake" / "local-gpus").is_symlink()
+
+
+def test_local_gpus_profile_runs_one_job_per_gpu_pinned_by_its_resources(tmp_path):
+    env = fresh_home_env(tmp_path, VITWORK_GPUS="0,1")
+    subprocess.run([sys.executable, REPO / "profiles" / "install.py"], env=env, check=True, capture_output=True)
+    result = snakemake("--profile", "local-gpus", "-n", "figure_data_size", "--configfile", REPO / "presets" / "demo.yaml", "--directory", tmp_path / "work", env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    executor, _, resources = parsed_cli(env, "--profile", "local-gpus", "-n").split(" ", 2)
+    assert executor == "local" and 'Resource("gpu", 2)' in resources  # at most one GPU job per GPU
+    jobs = dict(re.findall(r"^rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", result.stdout, flags=re.M))
+    assert "gpu=1" in jobs["train"] and "gpu_devices=0,1" in jobs["train"]
+    assert "gpu=" not in jobs["prepare_data"].replace("gpu_devices=", "")
+    without = {k: v for k, v in env.items() if k not in ("VITWORK_GPUS", "CUDA_VISIBLE_DEVICES")}
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "nvidia-smi").write_text("#!/bin/sh\n")  # a machine whose nvidia-smi lists no GPU
+    (tmp_path / "bin" / "nvidia-smi").chmod(0o755)
+    no_gpu = snakemake("--profile", "local-gpus", "-n", env={**without, "PATH": f"{tmp_path / 'bin'}{os.pathsep}{env['PATH']}"})
+    assert no_gpu.returncode != 0 and "profiles/local-gpus: no GPU found" in no_gpu.stderr
+
+
+# -- vitwork.workflow.job_log: GPU pinning, one-line errors, the workflow's own library ------------------------
+
+
+def fake_job(tmp_path, scriptdir=REPO / "workflow" / "scripts", **resources):
+    return SimpleNamespace(log=[str(tmp_path / "job.log")], resources=SimpleNamespace(**resources), scriptdir=str(scriptdir))
+
+
+def test_job_log_pins_each_gpu_job_to_a_free_device(tmp_path, monkeypatch):
+    import vitwork.workflow as workflow
+
+    monkeypatch.setattr(workflow, "GPU_LOCK_DIR", tmp_path / "locks")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "all")
+    with workflow.claim_gpu(["0", "1", "2"]) as held:  # another job holds GPU 0
+        assert held == "0"
+        with workflow.job_log(fake_job(tmp_path, gpu=1, gpu_devices="0,1,2")):
+            assert os.environ["CUDA_VISIBLE_DEVICES"] == "1"
+        assert (tmp_path / "job.log").read_text().startswith("pinned to GPU 1 (of 0,1,2)")
+        with workflow.job_log(fake_job(tmp_path, gpu=1, gpu_devices="0,1,2")):  # GPU 1 was freed when its job ended
+            assert os.environ["CUDA_VISIBLE_DEVICES"] == "1"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "all")
+    with workflow.job_log(fake_job(tmp_path, gpu_devices="0,1,2")):  # a CPU job
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == "all"
+
+
+def test_job_log_ends_an_input_error_with_one_line_and_passes_exit_codes(tmp_path, capsys):
+    from vitwork.data import DatasetError
+    from vitwork.workflow import job_log
+
+    with pytest.raises(SystemExit) as info:
+        with job_log(fake_job(tmp_path)):
+            raise DatasetError("/data/train.npz: unreadable (EOFError); expected an .npz")
+    assert info.value.code == 1
+    assert (tmp_path / "job.log").read_text() == "vitwork: /data/train.npz: unreadable (EOFError); expected an .npz\n"
+    assert capsys.readouterr().err == "vitwork: /data/train.npz: unreadable (EOFError); expected an .npz\n"
+    with pytest.raises(SystemExit) as info:
+        with job_log(fake_job(tmp_path)):
+            print("pre-empted at epoch 3")
+            sys.exit(143)
+    assert info.value.code == 143 and (tmp_path / "job.log").read_text() == "pre-empted at epoch 3\n"  # no traceback
+
+
+def test_job_log_stops_a_job_that_imported_another_checkouts_library(tmp_path, capsys):
+    from vitwork.workflow import job_log
+
+    other = tmp_path / "other-clone"
+    with pytest.raises(SystemExit) as info:
+        with job_log(fake_job(tmp_path, scriptdir=other / "workflow" / "scripts")):
+            pytest.fail("the job body ran")
+    line = capsys.readouterr().err.strip()
+    assert info.value.code == 1 and "\n" not in line
+    assert line.startswith(f"vitwork: this job imported vitwork from {REPO / 'src' / 'vitwork'}, but it belongs to the workflow whose library is {other / 'src' / 'vitwork'}")
+    assert (tmp_path / "job.log").read_text().strip() == line
+
+
+def clone(destination: Path) -> Path:
+    """A copy of this checkout's files (what `git clone` of it would hold), without results or caches."""
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO, capture_output=True, text=True, check=True)
+    for name in filter(None, listed.stdout.split("\0")):
+        source, target = REPO / name, destination / name
+        if not source.exists() and not source.is_symlink():
+            continue  # deleted in the working tree
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_symlink():
+            target.symlink_to(os.readlink(source))
+        else:
+            shutil.copy2(source, target)
+    return destination
+
+
+def test_every_job_runs_the_library_of_the_workflow_it_belongs_to(tmp_path):
+    """Two clones, the environment pointing at clone A (as an editable install of A would): clone B's jobs import B."""
+    clone_a, clone_b = clone(tmp_path / "a"), clone(tmp_path / "b")
+    (clone_a / "src" / "vitwork" / "__init__.py").write_text('raise ImportError("clone A was imported")\n')
+    study = yaml.safe_load((REPO / "presets" / "demo.yaml").read_text())
+    study["dataset"]["synthetic"] = {"num_classes": 2, "train_per_class": 100, "test_per_class": 5, "seed": 0}
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump({**study, "results_dir": "results/tiny"}))
+    env = {**os.environ, "PYTHONPATH": str(clone_a / "src")}
+    result = snakemake("--cores", "1", "results/tiny/data/meta.json", "-s", clone_b / "Snakefile", "--directory", tmp_path / "work", "--configfile", tmp_path / "tiny.yaml", env=env, cwd=tmp_path)
+    log = tmp_path / "work" / "results" / "tiny" / "logs" / "prepare_data.log"
+    assert result.returncode == 0, result.stderr[-3000:] + (log.read_text() if log.exists() else "")
+    assert "prepared synthetic" in log.read_text()

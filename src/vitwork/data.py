@@ -6,17 +6,21 @@ Canonical form (read by every rule): `train.npz` / `test.npz` with `images` (uin
 
 from __future__ import annotations
 
+import os
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
-from vitwork.io import atomic_path, write_json, read_json
-from vitwork.synthetic import class_names, make_synthetic
+from vitwork.io import InputFileError, atomic_path, read_json, write_json
 
 IMAGE_SHAPE = (32, 32, 3)
+# the file name extensions torchvision's ImageFolder reads as images
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
-class DatasetError(ValueError):
+class DatasetError(InputFileError):
     """A dataset that cannot be read, described in one line."""
 
 
@@ -52,8 +56,11 @@ def _read_image_folder(root: str):
         classes = tree.classes
         images = np.empty((len(tree.samples),) + IMAGE_SHAPE, dtype=np.uint8)
         for i, (path, _) in enumerate(tree.samples):
-            with Image.open(path) as image:
-                pixels = np.asarray(image.convert("RGB"))
+            try:
+                with Image.open(path) as image:
+                    pixels = np.asarray(image.convert("RGB"))
+            except (OSError, SyntaxError, ValueError) as exc:  # PIL: unidentified, truncated or malformed files
+                raise DatasetError(f"{path}: unreadable image ({exc}); expected a 32x32 RGB image") from None
             if pixels.shape != IMAGE_SHAPE:
                 raise DatasetError(f"{path}: image is {pixels.shape[1]}x{pixels.shape[0]}, expected 32x32")
             images[i] = pixels
@@ -65,6 +72,8 @@ def read_source(dataset: dict):
     """({split: (images, labels)}, class names) for a validated `dataset` config section."""
     source = dataset["source"]
     if source == "synthetic":
+        from vitwork.synthetic import class_names, make_synthetic  # (matplotlib: only when generating)
+
         cfg = dataset["synthetic"]
         arrays = {
             # distinct seeds per split, so test images are new draws of the same classes
@@ -106,13 +115,52 @@ def prepare_dataset(dataset: dict, train_path, test_path, meta_path) -> dict:
 
 def load_split(path) -> tuple[np.ndarray, np.ndarray]:
     """(images uint8 N x 32 x 32 x 3, labels int64) of one prepared split."""
-    with np.load(path) as data:
-        return data["images"], data["labels"]
+    images, labels = _read_npz(path, ("images", "labels"))
+    if images.dtype != np.uint8 or images.shape[1:] != IMAGE_SHAPE or labels.shape != images.shape[:1]:
+        raise DatasetError(
+            f"{path}: images {images.dtype} {images.shape} and labels {labels.shape}; expected uint8 images "
+            "N x 32 x 32 x 3 and N labels (a split written by the prepare_data rule)"
+        )
+    return images, labels
+
+
+def _read_npz(path, names: tuple[str, ...]) -> list[np.ndarray]:
+    """The arrays `names` of an .npz file, or a one-line DatasetError naming the file and what was expected."""
+    expected = f"an .npz with arrays {', '.join(names)} (a split written by the prepare_data rule)"
+    try:
+        with np.load(path) as data:
+            missing = [name for name in names if name not in data.files]
+            if missing:
+                raise DatasetError(f"{path}: no array {', '.join(missing)}; expected {expected}")
+            return [data[name] for name in names]  # npz members are read (and checked) here
+    except DatasetError:
+        raise
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+        raise DatasetError(f"{path}: unreadable ({type(exc).__name__}: {exc}); expected {expected}") from None
 
 
 def load_meta(path) -> dict:
     """meta.json of a prepared dataset."""
-    return read_json(path)
+    try:
+        return read_json(path)
+    except (OSError, ValueError) as exc:  # (json's decode error is a ValueError)
+        expected = "expected the meta.json written by the prepare_data rule"
+        raise DatasetError(f"{path}: unreadable ({type(exc).__name__}: {exc}); {expected}") from None
+
+
+def kept_per_class(count: int, fraction: float) -> int:
+    """Images a class of `count` images keeps in a subset of `fraction`: floor(count * fraction)."""
+    return int(np.floor(count * fraction + 1e-9))
+
+
+def image_folder_class_counts(split_root) -> dict[str, int]:
+    """Images per class folder of one split of an ImageFolder tree (counted by name, not read)."""
+    root = Path(split_root)
+    return {
+        folder.name: sum(1 for entry in os.scandir(folder) if entry.name.lower().endswith(IMAGE_EXTENSIONS))
+        for folder in sorted(root.iterdir(), key=lambda p: p.name)
+        if folder.is_dir()
+    }
 
 
 def stratified_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -126,7 +174,7 @@ def stratified_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndar
     keep = []
     for cls in np.unique(labels):
         members = np.flatnonzero(labels == cls)
-        count = int(np.floor(members.size * fraction + 1e-9))
+        count = kept_per_class(members.size, fraction)
         if count == 0:
             raise ValueError(f"fraction {fraction} keeps no image of class {cls} ({members.size} images)")
         keep.append(rng.choice(members, size=count, replace=False))
@@ -135,8 +183,7 @@ def stratified_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndar
 
 def write_subset(labels_path, fraction: float, seed: int, out_path) -> np.ndarray:
     """Write the index file of one (fraction, seed) subset of the prepared train split."""
-    with np.load(labels_path) as data:
-        labels = data["labels"]  # the images are not needed here: npz reads each array on demand
+    (labels,) = _read_npz(labels_path, ("labels",))  # the images are not needed here: npz reads each array on demand
     indices = stratified_subset(labels, fraction, seed)
     with atomic_path(out_path) as tmp:
         with open(tmp, "wb") as handle:

@@ -14,6 +14,13 @@ from typing import Any, Iterator
 import vitwork
 
 
+class InputFileError(ValueError):
+    """An input file that cannot be used, described in one line: which file, what is wrong, what was expected.
+
+    A job that raises it ends with that line in its log (vitwork.workflow.job_log), not with a traceback.
+    """
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.

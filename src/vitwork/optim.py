@@ -37,6 +37,41 @@ def build_optimizer(model: torch.nn.Module, name: str, hparams: dict, decay: str
     return cls(groups, **hparams)
 
 
+def optimizer_defaults(name: str) -> dict:
+    """Every setting optimizer `name` takes, with its default: the optimizer as built for one tiny parameter."""
+    return dict(build_optimizer(torch.nn.Linear(1, 1), name, {"lr": 1.0}).defaults)
+
+
+class OptimizerSettingError(ValueError):
+    """An optimizer setting that cannot be used as written; `key` names it (None: the setting as a whole)."""
+
+    def __init__(self, key: str | None, message: str):
+        super().__init__(message)
+        self.key = key
+
+
+def check_optimizer_setting(name: str, setting: dict, decay: str = "all") -> None:
+    """Build `name` with one setting (no grid) for a tiny model, as training builds it; raise OptimizerSettingError
+    for a key the optimizer does not take, silently drops or overrides (timm's factory drops e.g. `momentum` for
+    adamw), or a value it rejects."""
+    try:
+        optimizer = build_optimizer(torch.nn.Linear(1, 1), name, setting, decay)
+    except (TypeError, ValueError, KeyError) as error:
+        raise OptimizerSettingError(None, f"{name} cannot be built with {setting}: {error}") from None
+    for key, value in setting.items():
+        if key not in optimizer.defaults:
+            raise OptimizerSettingError(key, f"{name} does not take {key!r} (its settings: {', '.join(sorted(optimizer.defaults))})")
+        # weight decay lives in the parameter groups (vitwork.objective); every other setting in the defaults
+        used = max(group["weight_decay"] for group in optimizer.param_groups) if key == "weight_decay" else optimizer.defaults[key]
+        if _as_plain(used) != _as_plain(value):
+            raise OptimizerSettingError(key, f"{name} was given {value!r} but uses {_as_plain(used)!r}")
+
+
+def _as_plain(value):
+    """Tuples as lists, so a configured [0.9, 0.999] equals the optimizer's (0.9, 0.999)."""
+    return [_as_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
 def lr_factor(update: int, steps_per_epoch: int, warmup_epochs: int, epochs: int, schedule: dict) -> float:
     """Multiplier of the base learning rate for 0-based update `update`.
 
