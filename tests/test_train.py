@@ -369,11 +369,12 @@ def test_training_leaves_the_callers_global_random_state_alone(tmp_path):
 # -- pre-emption as the job log shows it -------------------------------------------------------------------------
 
 JOB = """
-import runpy, sys, types, torch
+import pathlib, runpy, sys, types, torch
 spec, paths, run_dir, log = torch.load(sys.argv[1], weights_only=False)
 ns = types.SimpleNamespace
 snakemake = ns(params=ns(spec=spec, run_dir=str(run_dir), device="cpu"), threads=1, log=[str(log)],
-               input=ns(train=str(paths[0]), test=str(paths[1]), meta=str(paths[2]), subset=str(paths[3])))
+               input=ns(train=str(paths[0]), test=str(paths[1]), meta=str(paths[2]), subset=str(paths[3])),
+               scriptdir=str(pathlib.Path(sys.argv[2]).parent), resources=ns())
 runpy.run_path(sys.argv[2], init_globals={"snakemake": snakemake}, run_name="__main__")
 """
 
