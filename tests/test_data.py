@@ -158,3 +158,16 @@ def test_image_folder_class_counts_and_kept_per_class(tmp_path):
     (tmp_path / "tree" / "train" / "bee" / "notes.txt").write_text("not an image")
     assert image_folder_class_counts(tmp_path / "tree" / "train") == {"apple": 3, "bee": 3}
     assert kept_per_class(500, 0.06) == 30 and kept_per_class(500, 0.001) == 0 and kept_per_class(3, 1.0) == 3
+
+
+def test_a_broken_index_file_is_one_line_naming_it(tmp_path):
+    from vitwork.data import DatasetError, load_indices
+
+    path = tmp_path / "f0.5_s0.npy"
+    np.save(path, np.arange(10))
+    path.write_bytes(path.read_bytes()[:20])  # truncated mid-header
+    with pytest.raises(DatasetError, match=f"^{path}: unreadable .*expected a 1-D integer .npy index file"):
+        load_indices(path)
+    np.save(path, np.zeros((2, 2)))
+    with pytest.raises(DatasetError, match="float64 array of shape \\(2, 2\\)"):
+        load_indices(path)

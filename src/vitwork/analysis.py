@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from vitwork.augment import TrainAugment, eval_inputs
-from vitwork.data import load_split, stratified_sample
+from vitwork.data import load_indices, load_split, stratified_sample
 from vitwork.results import write_csv
 from vitwork.devices import resolve_device
 from vitwork.train import load_checkpoint_model
@@ -164,7 +164,7 @@ def hessian_spectrum_table(checkpoint, train_path, subset_path, settings: dict, 
         return write_csv([], out_csv, HESSIAN_COLUMNS)
     spec = info["run"]
     images, labels = load_split(train_path)
-    subset = np.load(subset_path)
+    subset = load_indices(subset_path)
     batch_size = settings["batch_size"] or spec["optimizer"]["batch_size"]
     weight_decay = spec["optimizer"]["hparams"].get("weight_decay", 0.0)
     augment = run_augmentation(info)  # built once: RandAugment keeps one transform per magnitude
@@ -215,7 +215,7 @@ def loss_landscape_table(checkpoint, train_path, subset_path, settings: dict, ou
     if model is None:
         return write_csv([], out_csv, LANDSCAPE_COLUMNS)
     images, labels = load_split(train_path)
-    chosen, record = analysis_sample(labels, settings["images"], settings["seed"], pool=np.load(subset_path))
+    chosen, record = analysis_sample(labels, settings["images"], settings["seed"], pool=load_indices(subset_path))
     inputs, targets = landscape_data(info, images, labels, chosen, settings["objective"], settings["seed"])
     loss_fn = dataset_loss_fn(inputs.to(device), targets.to(device), settings["batch_size"])
     directions = [{k: v.to(device) for k, v in d.items()} for d in random_directions(model.cpu(), settings["seed"])]

@@ -139,6 +139,18 @@ def _read_npz(path, names: tuple[str, ...]) -> list[np.ndarray]:
         raise DatasetError(f"{path}: unreadable ({type(exc).__name__}: {exc}); expected {expected}") from None
 
 
+def load_indices(path) -> np.ndarray:
+    """An index file (a training subset, a sample) as int64, or a one-line DatasetError naming the file."""
+    expected = "a 1-D integer .npy index file (written by the subsample rule)"
+    try:
+        indices = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise DatasetError(f"{path}: unreadable ({type(exc).__name__}: {exc}); expected {expected}") from None
+    if indices.ndim != 1 or not np.issubdtype(indices.dtype, np.integer):
+        raise DatasetError(f"{path}: {indices.dtype} array of shape {indices.shape}; expected {expected}")
+    return indices.astype(np.int64, copy=False)
+
+
 def load_meta(path) -> dict:
     """meta.json of a prepared dataset."""
     try:

@@ -38,7 +38,7 @@ from vitwork.checkpoints import (  # noqa: F401  (load_checkpoint_model: vitwork
     run_summary,
 )
 from vitwork.config import spec_hash
-from vitwork.data import load_meta, load_split, stratified_subset
+from vitwork.data import load_indices, load_meta, load_split, stratified_subset
 from vitwork.devices import applies_on, autocast, resolve_device
 from vitwork.io import append_jsonl, atomic_path, code_version, save_torch_atomic
 from vitwork.objective import soft_cross_entropy
@@ -207,7 +207,7 @@ class RunData:
         meta = load_meta(meta_path)
         self.num_classes, self.mean, self.std = meta["num_classes"], meta["mean"], meta["std"]
         train_images, train_labels = load_split(train_path)
-        subset = np.load(subset_path)
+        subset = load_indices(subset_path)
         test_images, test_labels = load_split(test_path)
         on = device if device.type == "cuda" else torch.device("cpu")  # the small dataset stays on the GPU
         self.train_images = torch.from_numpy(train_images[subset]).to(on)

@@ -9,7 +9,7 @@ from typing import Iterable
 
 import numpy as np
 
-from vitwork.io import atomic_path
+from vitwork.io import InputFileError, atomic_path
 
 SEVERITIES = (1, 2, 3, 4, 5)
 IMAGE_SHAPE = (32, 32, 3)
@@ -57,13 +57,13 @@ def write_labels(folder: str | os.PathLike, labels: np.ndarray) -> Path:
 
 
 def open_npy(path: Path, expected: str) -> np.ndarray:
-    """Memory-map a .npy file, or raise a one-line ValueError naming it and what was expected."""
+    """Memory-map a .npy file, or raise a one-line InputFileError naming it and what was expected."""
     if not path.is_file():
-        raise ValueError(f"{path}: file is missing (expected {expected})")
+        raise InputFileError(f"{path}: file is missing (expected {expected})")
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError) as error:
-        raise ValueError(f"{path}: not a readable .npy file ({error}); expected {expected}") from None
+        raise InputFileError(f"{path}: not a readable .npy file ({error}); expected {expected}") from None
 
 
 def load_corruption(folder: str | os.PathLike, name: str, n_images: int) -> np.ndarray:
@@ -73,7 +73,7 @@ def load_corruption(folder: str | os.PathLike, name: str, n_images: int) -> np.n
     expected = f"uint8 array of shape {shape}"
     array = open_npy(path, expected)
     if array.dtype != np.uint8 or array.shape != shape:
-        raise ValueError(f"{path}: expected {expected}, found {array.dtype} array of shape {array.shape}")
+        raise InputFileError(f"{path}: expected {expected}, found {array.dtype} array of shape {array.shape}")
     return array
 
 
@@ -94,10 +94,10 @@ def load_labels(folder: str | os.PathLike, n_images: int | None = None) -> np.nd
     if n_images is None and labels.ndim == 1 and labels.shape[0] % len(SEVERITIES) == 0:
         n_images = labels.shape[0] // len(SEVERITIES)
     if n_images is None or not np.issubdtype(labels.dtype, np.integer) or labels.shape != (len(SEVERITIES) * n_images,):
-        raise ValueError(f"{path}: expected {expected}, found {labels.dtype} array of shape {labels.shape}")
+        raise InputFileError(f"{path}: expected {expected}, found {labels.dtype} array of shape {labels.shape}")
     blocks = np.asarray(labels).reshape(len(SEVERITIES), n_images)
     if not (blocks == blocks[:1]).all():
-        raise ValueError(f"{path}: expected the same {n_images} labels repeated for severities 1..5")
+        raise InputFileError(f"{path}: expected the same {n_images} labels repeated for severities 1..5")
     return blocks[0].astype(np.int64)
 
 
@@ -110,6 +110,6 @@ def validate_official_folder(folder: str | os.PathLike, n_images: int, names: It
     from . import CORRUPTIONS
 
     if not Path(folder).is_dir():
-        raise ValueError(f"{folder}: corruption folder is missing (expected <corruption>.npy files and labels.npy)")
+        raise InputFileError(f"{folder}: corruption folder is missing (expected <corruption>.npy files and labels.npy)")
     load_corruption_set(folder, CORRUPTIONS if names is None else names, n_images)
     load_labels(folder, n_images)
