@@ -1,122 +1,143 @@
-"""Benchmark (not a test): images/s of the pipeline's training step vs a plain PyTorch loop, side by side.
+"""Benchmark (not a test): images/s of the pipeline's training step with the paper's whole recipe vs a plain loop.
 
-Both use the same model, batch size, device and optimizer; the plain loop is forward, cross-entropy, backward,
-AdamW step on pre-normalised tensors. The pipeline's step adds its augmentation (crop, flip, mixup/cutmix,
-label smoothing), gradient clipping and the schedule. Blocks of steps alternate between the two so machine
-noise hits both alike; the ratio (target >= 0.95) is printed. Then the dry-run planning time of config.yaml.
+For each model (default: ViT-Ti and ResNet-50) the run spec is config.yaml's, under its recipe (default `adamw`:
+batch 96) and its shared `training` section: timm RandAugment m9 n2 mstd1, crop and flip, mixup/cutmix, label
+smoothing, clipping at norm 5, stochastic depth 0.1. Four kinds of block take turns on the same batches:
+- pipeline: `Trainer.train_step`, the pipeline's own step;
+- plain: forward, cross-entropy, backward, AdamW on pre-normalised tensors, on the trainer's own model object (its
+  stochastic depth runs in both; bench/training_steps.py);
+- augmentation: the step's augmentation and mixing alone; clipping: its gradient clipping alone.
+Printed per model, by wall time and by this process's CPU time, each from the fastest block of its kind (a shared
+machine only ever adds time to a block): the ratio pipeline / plain (target on CPU: >= 0.95); the same ratio from
+the parts, plain / (plain + augmentation + clipping), which does not compare two noisy whole steps; and the share
+of the step spent augmenting. The line marked * is the headline (and the JSON's top level): CPU time on a CPU, wall
+time on CUDA.
 
-    python bench/train_throughput.py [--arch vitwork_vit_ti] [--batch-size 96] [--steps 20] [--device auto]
+The paper's models take 10-30 s per step of 96 images on one CPU thread, so the CPU defaults are one warm-up step
+and three blocks of one step each (about three minutes per model); raise --blocks for tighter figures. On CUDA the
+defaults are 5 warm-up steps and 5 blocks of 20 steps.
+
+    python bench/train_throughput.py [--models vit_ti resnet50] [--steps N] [--blocks N] [--device auto]
+        [--imagefolder /path/to/cifar100] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
-import subprocess
+import gc
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from vitwork.config import load_config_file, study_run_specs  # noqa: E402
-from vitwork.data import prepare_dataset, write_subset  # noqa: E402
-from vitwork.models import create_model  # noqa: E402
-from vitwork.train import Trainer  # noqa: E402
+from training_steps import (  # noqa: E402
+    REPO,
+    PlainLoop,
+    alternate,
+    augmentation_only,
+    build_trainer,
+    clipping_only,
+    fastest,
+    images_per_second,
+    ratio,
+    prepare_data,
+    random_batches,
+    recipe_spec,
+    time_block,
+)
 
+from vitwork.config import load_config_file  # noqa: E402
+from vitwork.devices import resolve_device  # noqa: E402
+from vitwork.io import write_json  # noqa: E402
 
-def plain_step_fn(model, optimizer, images, labels):
-    """The hand-written reference: one plain update."""
-
-    def step(indices):
-        logits = model(images[indices])
-        loss = F.cross_entropy(logits, labels[indices])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    return step
-
-
-def time_steps(step, batches, device) -> float:
-    """Seconds for running `step` on every batch in `batches`."""
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for indices in batches:
-        step(indices)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
+TARGET = 0.95
 
 
-def main():
+def measure(spec: dict, data, device: str, threads: int, warmup: int, steps: int, blocks: int) -> dict:
+    """Side-by-side figures of one run spec: pipeline step, plain loop, augmentation alone, by both clocks."""
+    with tempfile.TemporaryDirectory() as run_dir:
+        trainer = build_trainer(spec, data, Path(run_dir), device, threads)
+    timed = {"pipeline": trainer.train_step, "plain": PlainLoop(trainer), "augmentation": augmentation_only(trainer)}
+    if trainer.training["grad_clip_norm"]:
+        timed["clipping"] = clipping_only(trainer)
+    batches = random_batches(trainer, steps)
+    for step in timed.values():
+        time_block(step, batches[:1] * warmup, trainer.device)
+    seconds = alternate(timed, batches, blocks, trainer.device)
+    images = steps * trainer.batch_size
+    figures = {
+        clock: {
+            "ratio": ratio(times["plain"], times["pipeline"]),
+            "pipeline_images_per_s": images_per_second(times["pipeline"], images),
+            "plain_images_per_s": images_per_second(times["plain"], images),
+            "augmentation_share": fastest(times["augmentation"]) / fastest(times["pipeline"]),
+            # the same ratio from the parts: the plain step plus the pipeline's work outside the model (augmentation,
+            # mixing, clipping), each timed alone; far steadier than two whole steps on a loaded machine
+            "ratio_from_parts": fastest(times["plain"]) / (fastest(times["plain"]) + sum(fastest(times[name]) for name in ("augmentation", "clipping") if name in times)),
+            "blocks": {name: [round(s, 4) for s in values] for name, values in times.items()},
+        }
+        for clock, times in seconds.items()
+    }
+    # the headline figures: wall time on a GPU; on a CPU the process's CPU time, which other processes barely move
+    clock = "wall" if trainer.device.type == "cuda" else "cpu"
+    headline = {key: value for key, value in figures[clock].items() if key != "blocks"}
+    return {
+        **headline,
+        "clock": clock,
+        "arch": spec["model"]["arch"],
+        "batch_size": trainer.batch_size,
+        "device": str(trainer.device),
+        "threads": threads,
+        "randaugment": spec["training"]["randaugment"],
+        "warmup_steps": warmup,
+        "steps_per_block": steps,
+        "by_clock": figures,
+    }
+
+
+def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", default="vitwork_vit")
-    parser.add_argument("--model-kwargs", default='{"patch_size": 4, "embed_dim": 96, "depth": 4, "num_heads": 3}')
-    parser.add_argument("--batch-size", type=int, default=96)
-    parser.add_argument("--steps", type=int, default=10, help="steps per block")
-    parser.add_argument("--blocks", type=int, default=3)
+    parser.add_argument("--config", default=str(REPO / "config.yaml"))
+    parser.add_argument("--recipe", default="adamw", help="optimizer recipe of the config (its batch size and training section)")
+    parser.add_argument("--models", nargs="+", default=["vit_ti", "resnet50"], help="model names of the config")
+    parser.add_argument("--steps", type=int, help="steps per block (default: 1 on CPU, 20 on CUDA)")
+    parser.add_argument("--blocks", type=int, help="blocks per step kind (default: 3 on CPU, 5 on CUDA)")
+    parser.add_argument("--warmup", type=int, help="untimed steps of each kind first (default: 1 on CPU, 5 on CUDA)")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--randaugment", action="store_true", help="keep the paper's RandAugment in the pipeline step")
-    args = parser.parse_args()
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: on a shared machine the steadiest and often the fastest)")
+    parser.add_argument("--imagefolder", help="a real {train,test}/<class>/ tree (e.g. CIFAR-100) instead of synthetic images")
+    parser.add_argument("--json", help="write {arch: {ratio, pipeline_images_per_s, plain_images_per_s, augmentation_share, ..., by_clock}} here")
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    cuda = resolve_device(args.device).type == "cuda"
+    steps = args.steps or (20 if cuda else 1)
+    blocks = args.blocks or (5 if cuda else 3)
+    warmup = args.warmup if args.warmup is not None else (5 if cuda else 1)
 
-    config = load_config_file(REPO / "config.yaml")
-    spec = study_run_specs(config, "inductive_bias")[0]
-    spec["model"].update(arch=args.arch, kwargs=json.loads(args.model_kwargs))
-    spec["optimizer"].update(batch_size=args.batch_size, hparams={"lr": 1e-4, "weight_decay": 0.05})
-    if not args.randaugment:
-        spec["training"]["randaugment"] = None
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        dataset = {"source": "synthetic", "synthetic": {"num_classes": 100, "train_per_class": 20, "test_per_class": 1, "seed": 0}}
-        prepare_dataset(dataset, tmp / "train.npz", tmp / "test.npz", tmp / "meta.json")
-        write_subset(tmp / "train.npz", 1.0, 0, tmp / "subset.npy")
-        trainer = Trainer(spec, tmp / "train.npz", tmp / "test.npz", tmp / "meta.json", tmp / "subset.npy", tmp / "run", args.device, args.threads, progress=False)
-    device = trainer.device
-    trainer.model.train()
-
-    plain_model = create_model(args.arch, 100, drop_path_rate=spec["training"]["drop_path_rate"], **spec["model"]["kwargs"]).to(device)
-    if trainer.channels_last:
-        plain_model = plain_model.to(memory_format=torch.channels_last)
-    plain_model.train()
-    plain_optimizer = torch.optim.AdamW(plain_model.parameters(), lr=1e-4, weight_decay=0.05)
-    images = ((trainer.train_images.permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.25).to(device)
-    labels = trainer.train_labels.to(device)
-    plain = plain_step_fn(plain_model, plain_optimizer, images, labels)
-
-    n = len(labels)
-    generator = torch.Generator().manual_seed(0)
-    batches = [torch.randperm(n, generator=generator)[: args.batch_size].to(labels.device) for _ in range(args.steps)]
-    time_steps(trainer.train_step, batches[:2], device)  # warm-up both
-    time_steps(plain, batches[:2], device)
-    pipeline_rates, plain_rates = [], []
-    for _ in range(args.blocks):
-        pipeline_rates.append(args.steps * args.batch_size / time_steps(trainer.train_step, batches, device))
-        plain_rates.append(args.steps * args.batch_size / time_steps(plain, batches, device))
-    pipe, ref = statistics.median(pipeline_rates), statistics.median(plain_rates)
-    print(f"model {args.arch} {args.model_kwargs}, batch {args.batch_size}, device {device}, {args.threads} threads")
-    print(f"pipeline training step: {pipe:8.1f} images/s   (blocks: {', '.join(f'{r:.0f}' for r in pipeline_rates)})")
-    print(f"plain PyTorch loop    : {ref:8.1f} images/s   (blocks: {', '.join(f'{r:.0f}' for r in plain_rates)})")
-    print(f"ratio pipeline / plain: {pipe / ref:.3f}   (target >= 0.95)")
-
-    start = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--quiet", "rules", "-s", str(REPO / "Snakefile"), "--configfile", str(REPO / "config.yaml"), "--directory", tempfile.mkdtemp()],
-        capture_output=True, text=True, check=True,
-    )
-    seconds = time.perf_counter() - start
-    total = next(line.split()[-1] for line in result.stdout.splitlines() if line.startswith("total"))
-    print(f"dry-run of config.yaml: {seconds:.1f} s to plan {total} jobs")
+    config = load_config_file(args.config)
+    results = {}
+    with tempfile.TemporaryDirectory() as folder:
+        data = prepare_data(Path(folder), args.imagefolder)
+        for name in args.models:
+            spec = recipe_spec(config, name, args.recipe)
+            result = measure(spec, data, args.device, args.threads, warmup, steps, blocks)
+            results[spec["model"]["arch"]] = result
+            for clock, figures in result["by_clock"].items():
+                lead = "*" if clock == result["clock"] else " "
+                print(
+                    f"{lead}{spec['model']['arch']:<18} {clock:>4} time, batch {result['batch_size']} on {result['device']} "
+                    f"({args.threads} threads): pipeline {figures['pipeline_images_per_s']:.1f} images/s, plain "
+                    f"{figures['plain_images_per_s']:.1f} images/s, ratio {figures['ratio']:.3f} (target >= {TARGET}), "
+                    f"from the parts {figures['ratio_from_parts']:.3f}; augmentation {100 * figures['augmentation_share']:.1f}% of the step",
+                    flush=True,
+                )
+            gc.collect()
+    if args.json:
+        write_json(args.json, results)
+    return results
 
 
 if __name__ == "__main__":
