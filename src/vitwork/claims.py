@@ -286,9 +286,9 @@ COLUMNS_READ: dict[str, tuple[str, ...]] = {
     "optimizer_grid": ("run_id", "model", "optimizer", "lr", "weight_decay", "fraction", "seed", "status",
                        "test_acc_pct"),
     "time_to_accuracy": ("model", "optimizer", "run_id", "status", "epochs"),
-    "hessian_spectra": ("kind", *IDENTITY, "which", "fraction_negative", "median_positive"),
-    "hessian_grid": (*IDENTITY, "test_acc_pct", "largest_median"),
-    "landscape_surfaces": ("kind", *IDENTITY, "curvature"),
+    "hessian_spectra": ("kind", *IDENTITY, "loss_part", "which", "fraction_negative", "median_positive"),
+    "hessian_grid": (*IDENTITY, "loss_part", "test_acc_pct", "largest_median"),
+    "landscape_surfaces": ("kind", *IDENTITY, "loss_part", "curvature"),
     "fourier_depth": (*IDENTITY, "block_index", "kind", "high_frequency_delta_log_amplitude"),
     "noise_frequency_curves": (*IDENTITY, "frequency_pi", "delta_acc_pp"),
     "corruptions": (*IDENTITY, "clean_acc_pct", "robustness_pct"),
@@ -384,20 +384,30 @@ def _hessian_values(rows: list[dict]) -> dict:
 
 
 def read_hessian_spectra(paths) -> list[Run]:
-    """hessian_spectra tables (`kind == run` rows): per run the negative share of the top-k by magnitude
-    (`which == top_magnitude`, `fraction_negative`) and the median over batches of the positive largest
-    eigenvalues (`which == largest`, `median_positive`)."""
-    return _read_runs(paths, "hessian_spectra", _hessian_values, lambda raw: raw["kind"] == "run")
+    """hessian_spectra tables (`kind == run` rows of the objective, NLL + weight-decay term, as the paper): per run
+    the negative share of the top-k by magnitude (`which == top_magnitude`, `fraction_negative`) and the median over
+    batches of the positive largest eigenvalues (`which == largest`, `median_positive`). Figures of the NLL part
+    alone (`loss: nll`) are not read: the paper's spectra are of the objective."""
+    return _read_runs(paths, "hessian_spectra", _hessian_values,
+                      lambda raw: raw["kind"] == "run" and raw["loss_part"] == "objective")
 
 
 def read_hessian_grid(paths) -> list[Run]:
-    """hessian_grid tables: per run the median largest eigenvalue and the final test accuracy (%)."""
-    return _read_runs(paths, "hessian_grid", _cells("largest_median", "test_acc_pct"))
+    """hessian_grid tables: per run the median largest eigenvalue and the final test accuracy (%), of the NLL part
+    where a table has it (the grid's cells differ in weight decay: the NLL part compares like with like), else of
+    the objective."""
+    values = _cells("largest_median", "test_acc_pct")
+    nll = _read_runs(paths, "hessian_grid", values, lambda raw: raw["loss_part"] == "nll")
+    have = {run.run_id for run in nll}
+    objective = _read_runs(paths, "hessian_grid", values, lambda raw: raw["loss_part"] != "nll")
+    return nll + [run for run in objective if run.run_id not in have]
 
 
 def read_landscape(paths) -> list[Run]:
-    """landscape_surfaces tables (`kind == run` rows): the fitted mean curvature at the trained weights."""
-    return _read_runs(paths, "landscape_surfaces", _cells("curvature"), lambda raw: raw["kind"] == "run")
+    """landscape_surfaces tables (`kind == run` rows of the objective, as the paper): the fitted mean curvature at
+    the trained weights."""
+    return _read_runs(paths, "landscape_surfaces", _cells("curvature"),
+                      lambda raw: raw["kind"] == "run" and raw["loss_part"] == "objective")
 
 
 def read_fourier_depth(paths) -> list[Run]:
