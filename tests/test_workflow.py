@@ -167,14 +167,15 @@ def test_demo_analysis_figures_hold_the_analyses_numbers(demo_run):
     assert len(read_csv(figures / "feature_variance_depth.csv")) == len(read_csv(figures / "fourier_depth.csv"))
 
     # noise frequency: every model at the 9 frequencies, the change is accuracy minus clean accuracy
+    demo = yaml.safe_load((REPO / "presets" / "demo.yaml").read_text())["analyses"]
     noise = read_csv(figures / "noise_frequency_models.csv")
-    assert len(noise) == 5 * 9
+    assert len(noise) == len(demo["noise_frequency"]["figures"]["models"]["models"]) * 9
     for row in noise:
         assert float(row["delta_acc_pp"]) == pytest.approx(100 * (float(row["acc_fraction"]) - float(row["clean_acc_fraction"])))
 
     # corruptions: robustness is the mean accuracy over the 75 generated sets of the run's table
     scatter = read_csv(figures / "corruptions_scatter.csv")
-    assert len(scatter) == 5 and all(int(r["n_sets"]) == 75 for r in scatter)
+    assert len(scatter) == len(demo["corruptions"]["figures"]["scatter"]["models"]) and all(int(r["n_sets"]) == 75 for r in scatter)
     rows = analysis_rows(demo_run, "corruptions", vit, "last")
     corrupted = [float(r["acc"]) for r in rows if r["corruption"] != "clean"]
     assert float(next(r for r in scatter if r["run_id"] == vit)["robustness"]) == pytest.approx(sum(corrupted) / 75)
