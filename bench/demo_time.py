@@ -66,8 +66,9 @@ def _timestamp(text: str) -> float:
 
 
 def jobs_of(workdir: Path) -> list[dict]:
-    """Every job of the newest Snakemake log of `workdir`: rule, log, benchmark numbers, start-up, start/end."""
-    logs = sorted((workdir / ".snakemake" / "log").glob("*.snakemake.log"))
+    """Every job of the largest Snakemake log of `workdir` (the whole run, not a later rerun): rule, log,
+    benchmark numbers, start-up, start/end."""
+    logs = sorted((workdir / ".snakemake" / "log").glob("*.snakemake.log"), key=lambda path: path.stat().st_size)
     if not logs:
         sys.exit(f"{workdir}: no Snakemake log under .snakemake/log")
     text = logs[-1].read_text()
@@ -108,15 +109,16 @@ def per_rule(jobs: list[dict]) -> dict[str, dict]:
 
 def concurrency(jobs: list[dict]) -> dict[int, float]:
     """Seconds during which n jobs ran at once, from the jobs' start and end times (1 s resolution)."""
-    events = sorted([(job["start"], 1) for job in jobs if job["end"]] + [(job["end"], -1) for job in jobs if job["end"]])
+    # at one timestamp, starts before ends: a job ending in the second another starts never counts as -1 running
+    events = sorted([(job["start"], -1) for job in jobs if job["end"]] + [(job["end"], 1) for job in jobs if job["end"]])
     if not events:
         return {}
     seconds: dict[int, float] = defaultdict(float)
     running, previous = 0, events[0][0]
     for moment, change in events:
         seconds[running] += moment - previous
-        running, previous = running + change, moment
-    return dict(sorted(seconds.items()))
+        running, previous = running - change, moment
+    return {n: s for n, s in sorted(seconds.items()) if s > 0 or n == 0}
 
 
 def report(jobs: list[dict], run: dict | None = None) -> dict:

@@ -398,6 +398,21 @@ def test_job_log_ends_an_input_error_with_one_line_and_passes_exit_codes(tmp_pat
     assert info.value.code == 143 and (tmp_path / "job.log").read_text() == "pre-empted at epoch 3\n"  # no traceback
 
 
+def test_a_finished_jobs_log_ends_with_its_time_and_start_up_as_the_demo_bench_reads_them(tmp_path):
+    import importlib.util
+
+    from vitwork.workflow import job_log
+
+    spec = importlib.util.spec_from_file_location("demo_time", REPO / "bench" / "demo_time.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    with job_log(fake_job(tmp_path)):
+        sum(range(10**6))  # some computation after the start-up
+    lines = (tmp_path / "job.log").read_text().splitlines()
+    job_s, job_cpu, start_up_s, start_up_cpu = map(float, bench.START_UP.fullmatch(lines[-1]).groups())
+    assert 0 < start_up_s <= job_s and 0 < start_up_cpu < job_cpu  # this process: pytest's start-up and imports
+
+
 def test_job_log_stops_a_job_that_imported_another_checkouts_library(tmp_path, capsys):
     from vitwork.workflow import job_log
 
