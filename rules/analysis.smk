@@ -1,5 +1,8 @@
 # Per-run analyses at the checkpoint each analysis configures; each rule exists when its analysis is configured.
 # The checkpoint an analysis reads is an input (a train output); run.json says the run has finished.
+# Config `combined_jobs` (small studies): instead of one job per (analysis, run), one job per run writes the same
+# tables (rules analyses_*, at the end), and one job generates every corruption set.
+SEPARATE_JOBS = not STUDY["combined_jobs"]
 
 
 # What each analysis job reads: its settings without the figures, so that adding a figure reruns no analysis.
@@ -17,7 +20,7 @@ ANALYSIS_FIGURE_OPTIONS = {
 }
 
 
-if "hessian" in ANALYSES:
+if SEPARATE_JOBS and "hessian" in ANALYSES:
 
     rule hessian_spectrum:
         input:
@@ -44,7 +47,7 @@ if "hessian" in ANALYSES:
             "../workflow/scripts/hessian_spectrum.py"
 
 
-if "landscape" in ANALYSES:
+if SEPARATE_JOBS and "landscape" in ANALYSES:
 
     rule loss_landscape:
         input:
@@ -75,7 +78,7 @@ for feature_analysis, feature_rule in (
     ("fourier", "fourier_spectrum"),
     ("feature_variance", "feature_variance"),
 ):
-    if feature_analysis not in ANALYSES:
+    if not SEPARATE_JOBS or feature_analysis not in ANALYSES:
         continue
 
     rule:
@@ -105,7 +108,7 @@ for feature_analysis, feature_rule in (
             "../workflow/scripts/feature_table.py"
 
 
-if "noise_frequency" in ANALYSES:
+if SEPARATE_JOBS and "noise_frequency" in ANALYSES:
 
     rule noise_frequency:
         input:
@@ -131,7 +134,7 @@ if "noise_frequency" in ANALYSES:
             "../workflow/scripts/noise_frequency.py"
 
 
-if "corruptions" in ANALYSES:
+if SEPARATE_JOBS and "corruptions" in ANALYSES:
 
     rule generate_corruption:
         input:
@@ -192,3 +195,62 @@ if "corruptions" in ANALYSES:
             device=STUDY["device"],
         script:
             "../workflow/scripts/evaluate_corruptions.py"
+
+
+if not SEPARATE_JOBS and "corruptions" in ANALYSES:
+
+    rule generate_corruptions:
+        input:
+            test=DATA["test"],
+        output:
+            **{name: f"{R}/corruptions/{name}.npy" for name in CORRUPTIONS},
+            labels=f"{R}/corruptions/labels.npy",
+        log:
+            f"{R}/logs/corruptions/all.log",
+        benchmark:
+            f"{R}/benchmarks/corruptions/all.tsv"
+        conda:
+            "../envs/vitwork.yaml"
+        params:
+            images=ANALYSES["corruptions"]["images"],
+            seed=ANALYSES["corruptions"]["seed"],
+        script:
+            "../workflow/scripts/generate_corruptions.py"
+
+
+# One rule per distinct set of analyses a run needs (its outputs are that set's tables), restricted to the runs that
+# need exactly that set; its params are those analyses' settings, so a changed setting reruns only the runs that use it.
+for combined_analyses, combined_runs in (
+    runs_by_analyses().items() if not SEPARATE_JOBS else []
+):
+
+    rule:
+        name:
+            "analyses_" + "_".join(combined_analyses)
+        input:
+            **combined_inputs(combined_analyses),
+        output:
+            **{analysis: analysis_table(analysis) for analysis in combined_analyses},
+        log:
+            f"{R}/logs/analyses/{{run}}.log",
+        benchmark:
+            f"{R}/benchmarks/analyses/{{run}}.tsv"
+        wildcard_constraints:
+            run=one_of(combined_runs),
+        conda:
+            "../envs/vitwork.yaml"
+        threads: STUDY["threads"]
+        resources:
+            gpu=1,
+        params:
+            analyses=list(combined_analyses),
+            checkpoints=combined_checkpoints(combined_analyses),
+            settings={name: ANALYSIS_SETTINGS[name] for name in combined_analyses},
+            corruption_folder=(
+                CORRUPTION_DIR if "corruptions" in combined_analyses else None
+            ),
+            official=bool((ANALYSES.get("corruptions") or {}).get("official_root"))
+            and "corruptions" in combined_analyses,
+            device=STUDY["device"],
+        script:
+            "../workflow/scripts/analyses.py"

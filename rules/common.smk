@@ -3,6 +3,7 @@
 # job through PYTHONPATH, set here with src/ first (local jobs inherit it; a cluster job reads this file again).
 # Under --sdm conda Snakemake drops PYTHONPATH, and the link workflow/scripts/vitwork, which Snakemake appends
 # to a script's path, provides it. A job that finds another copy stops with one line (vitwork.workflow.job_log).
+import re
 import sys
 from pathlib import Path
 
@@ -126,9 +127,13 @@ def analysis_table(analysis, run_id="{run}"):
     return f"{R}/analysis/{analysis}/{run_id}/{ANALYSES[analysis]['checkpoint']}.csv"
 
 
+def checkpoint_path(name):
+    return f"{R}/runs/{{run}}/checkpoints/{name}.pt"
+
+
 def analysis_checkpoint(analysis):
     """The checkpoint an analysis reads, an input: the DAG sees it missing, and a retrained run reruns the analysis."""
-    return f"{R}/runs/{{run}}/checkpoints/{ANALYSES[analysis]['checkpoint']}.pt"
+    return checkpoint_path(ANALYSES[analysis]["checkpoint"])
 
 
 def checkpoint_input(wildcards, input):
@@ -169,3 +174,70 @@ def analysis_figure_targets():
         for analysis, settings in ANALYSES.items()
         for name in settings["figures"]
     ]
+
+
+# -- combined jobs (config `combined_jobs`): one job per run for all its analyses ------------------
+# what each analysis reads besides its run.json and its checkpoint
+ANALYSIS_DATA = {
+    "hessian": ("train", "subset"),
+    "landscape": ("train", "subset"),
+    "fourier": ("test",),
+    "feature_variance": ("test",),
+    "noise_frequency": ("test",),
+    "corruptions": ("test", "corruptions"),
+}
+
+
+def analyses_by_run():
+    """run id -> the analyses (in config order) that some figure of theirs draws the run in."""
+    found = {}
+    for analysis, settings in ANALYSES.items():
+        for figure in settings["figures"]:
+            for spec in analysis_figure_run_specs(STUDY, analysis, figure):
+                found.setdefault(spec["run_id"], set()).add(analysis)
+    return {
+        run_id: tuple(name for name in ANALYSES if name in names)
+        for run_id, names in found.items()
+    }
+
+
+def runs_by_analyses():
+    """Each distinct set of analyses -> the run ids that need exactly that set: one combined rule each
+    (a rule's outputs cannot vary with its wildcards)."""
+    groups = {}
+    for run_id, analyses in analyses_by_run().items():
+        groups.setdefault(analyses, []).append(run_id)
+    return groups
+
+
+def one_of(run_ids):
+    """A wildcard constraint that matches exactly these run ids."""
+    return "|".join(re.escape(run_id) for run_id in sorted(run_ids))
+
+
+def combined_inputs(analyses):
+    """The union of the inputs of these analyses' separate rules; checkpoints as checkpoint_<name>."""
+    data = {key for analysis in analyses for key in ANALYSIS_DATA[analysis]}
+    inputs = {"run": run_json("{run}")}
+    for name in sorted({ANALYSES[analysis]["checkpoint"] for analysis in analyses}):
+        inputs[f"checkpoint_{name}"] = checkpoint_path(name)
+    if "train" in data:
+        inputs["train"] = DATA["train"]
+        inputs["subset"] = lambda w: subset_path(RUNS[w.run])
+    if "test" in data:
+        inputs["test"] = DATA["test"]
+    if "corruptions" in data:
+        inputs["corruptions"] = corruption_inputs
+    return inputs
+
+
+def combined_checkpoints(analyses):
+    """params function: analysis -> the checkpoint input it reads."""
+
+    def checkpoints(wildcards, input):
+        return {
+            analysis: input[f"checkpoint_{ANALYSES[analysis]['checkpoint']}"]
+            for analysis in analyses
+        }
+
+    return checkpoints

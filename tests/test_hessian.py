@@ -7,14 +7,17 @@ import torch.nn.functional as F
 from torch.func import functional_call, hessian
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+import vitwork.hessian
 from vitwork.hessian import (
     EigenResult,
     HessianOperator,
     batch_spectrum,
     hutchinson_trace,
+    krylov_spectrum,
     lanczos,
     power_iteration,
     shifted_top_magnitude,
+    spectrum_end,
     top_eigenvalues,
 )
 
@@ -335,3 +338,49 @@ def test_float32_operator_agrees_with_float64(mlp_case):
     out = op32.matvec(v)
     assert out.dtype == np.float64
     np.testing.assert_allclose(out, dense @ v, atol=1e-5 * np.abs(dense @ v).max())
+
+
+# -- issue 17: the top-k and both ends from one Krylov space ------------------------------------------------------
+
+
+def test_one_krylov_space_gives_the_top_k_and_both_ends_for_fewer_hvps(mlp_case):
+    model, inputs, targets, _, spectrum = mlp_case
+    op = HessianOperator(model, inputs, targets, weight_decay=WD, decay=DECAY)
+    joint = krylov_spectrum(op, k=5, tol=1e-3, max_hvps=300, seed=0)
+    assert op.hvps == joint["top_magnitude"].hvps and all(r.all_converged for r in joint.values())
+    assert {r.solve for r in joint.values()} == {"objective:top_magnitude+ends"} and len({r.hvps for r in joint.values()}) == 1
+    np.testing.assert_allclose(joint["top_magnitude"].eigenvalues, top_by_magnitude(spectrum, 5), rtol=1e-3)
+    assert joint["largest"].eigenvalues[0] == pytest.approx(spectrum[-1], rel=1e-3)
+    assert joint["smallest"].eigenvalues[0] == pytest.approx(spectrum[0], rel=1e-3)
+    separate = HessianOperator(model, inputs, targets, weight_decay=WD, decay=DECAY)  # ARPACK, one end per call
+    top = top_eigenvalues(separate, "lanczos", k=5, tol=1e-3, max_hvps=300)
+    for end in ("largest", "smallest"):
+        spectrum_end(separate, end, top, tol=1e-3, max_hvps=300)
+    assert op.hvps < separate.hvps
+
+
+def test_a_joint_solve_out_of_budget_keeps_marked_ritz_values(mlp_case):
+    model, inputs, targets, _, spectrum = mlp_case
+    op = HessianOperator(model, inputs, targets, weight_decay=WD, decay=DECAY)
+    joint = krylov_spectrum(op, k=3, tol=1e-12, max_hvps=12, seed=0)
+    assert op.hvps == 12 and not any(r.all_converged for r in joint.values())
+    values = joint["top_magnitude"].eigenvalues
+    assert values.shape == (3,) and np.isfinite(values).all() and np.all(np.diff(np.abs(values)) <= 0)
+    # Ritz values lie inside the spectrum: the smallest is an upper bound of the smallest eigenvalue
+    assert spectrum[0] <= joint["smallest"].eigenvalues[0] <= joint["largest"].eigenvalues[0] <= spectrum[-1]
+
+
+def test_batch_spectrum_solves_jointly_unless_the_krylov_basis_is_too_large(mlp_case, monkeypatch):
+    model, inputs, targets, _, spectrum = mlp_case
+    options = dict(weight_decay=WD, decay=DECAY, k=3, tol=1e-6, max_hvps=600, parts=("objective",))
+    joint = batch_spectrum(model, inputs, targets, **options)
+    monkeypatch.setattr(vitwork.hessian, "KRYLOV_BASIS_BYTES", 0)  # a paper-scale basis: ARPACK's restarted solves
+    restarted = batch_spectrum(model, inputs, targets, **options)
+    assert {r["solve"] for r in joint} == {"objective:top_magnitude+ends"}
+    assert "objective:smallest" in {r["solve"] for r in restarted}  # the smallest is not among the top-3
+    assert joint[0]["hvps_total"] < restarted[0]["hvps_total"]
+    for rows in (joint, restarted):
+        np.testing.assert_allclose(values_of(rows, "objective", "top_magnitude"), top_by_magnitude(spectrum, 3), rtol=1e-5)
+        assert values_of(rows, "objective", "smallest")[0] == pytest.approx(spectrum[0], rel=1e-5)
+        assert rows[0]["hvps_total"] == sum({r["solve"]: r["hvps"] for r in rows}.values())
+

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -257,9 +258,10 @@ def test_a_missing_or_retrained_checkpoint_reruns_the_analysis_that_reads_it(tmp
     table = tmp_path / "results" / "demo" / "analysis" / "fourier" / run_id / "last.csv"
     checkpoint = _finished_run(tmp_path, run_id, table)
     target = table.relative_to(tmp_path)
+    (tmp_path / "separate.yaml").write_text("combined_jobs: false\n")  # one job per analysis (the demo combines them)
 
     def planned_rules():
-        result = snakemake("-n", target, "--rerun-triggers", "mtime", "-s", REPO / "Snakefile", "--directory", tmp_path, "--configfile", REPO / "presets" / "demo.yaml")
+        result = snakemake("-n", target, "--rerun-triggers", "mtime", "-s", REPO / "Snakefile", "--directory", tmp_path, "--configfile", REPO / "presets" / "demo.yaml", tmp_path / "separate.yaml")
         assert result.returncode == 0, result.stderr[-3000:]
         return set(re.findall(r"^rule (\w+):", result.stdout, flags=re.M))
 
@@ -397,6 +399,21 @@ def test_job_log_ends_an_input_error_with_one_line_and_passes_exit_codes(tmp_pat
     assert info.value.code == 143 and (tmp_path / "job.log").read_text() == "pre-empted at epoch 3\n"  # no traceback
 
 
+def test_a_finished_jobs_log_ends_with_its_time_and_start_up_as_the_demo_bench_reads_them(tmp_path):
+    import importlib.util
+
+    from vitwork.workflow import job_log
+
+    spec = importlib.util.spec_from_file_location("demo_time", REPO / "bench" / "demo_time.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    with job_log(fake_job(tmp_path)):
+        sum(range(10**6))  # some computation after the start-up
+    lines = (tmp_path / "job.log").read_text().splitlines()
+    job_s, job_cpu, start_up_s, start_up_cpu = map(float, bench.START_UP.fullmatch(lines[-1]).groups())
+    assert 0 < start_up_s <= job_s and 0 < start_up_cpu < job_cpu  # this process: pytest's start-up and imports
+
+
 def test_job_log_stops_a_job_that_imported_another_checkouts_library(tmp_path, capsys):
     from vitwork.workflow import job_log
 
@@ -437,3 +454,127 @@ def test_every_job_runs_the_library_of_the_workflow_it_belongs_to(tmp_path):
     log = tmp_path / "work" / "results" / "tiny" / "logs" / "prepare_data.log"
     assert result.returncode == 0, result.stderr[-3000:] + (log.read_text() if log.exists() else "")
     assert "prepared synthetic" in log.read_text()
+
+
+# -- issue 17: combined jobs (config `combined_jobs`) --------------------------------------------------------------
+
+JOB_BLOCK = re.compile(r"^(?:local)?rule (\w+):\n((?:    .*\n)*)", flags=re.M)
+# a job script for the rerun test: writes its outputs empty (Snakemake keeps the records of real jobs, not their work)
+EMPTY_OUTPUTS = "from pathlib import Path\nfor path in snakemake.output:\n    Path(path).parent.mkdir(parents=True, exist_ok=True)\n    Path(path).touch()\n"
+
+
+def planned_jobs(stdout: str) -> list[tuple[str, str | None]]:
+    """(rule, run wildcard or None) of every job of a dry run, without the target rule `all`."""
+    jobs = []
+    for rule, body in JOB_BLOCK.findall(stdout):
+        run = re.search(r"wildcards: .*?\brun=([^,\n]+)", body)
+        if rule != "all":
+            jobs.append((rule, run.group(1) if run else None))
+    return jobs
+
+
+@pytest.fixture(scope="module", params=["separate", "combined"])
+def empty_demo(request, tmp_path_factory):
+    """The demo's whole DAG run in one mode by a clone whose job scripts only write empty outputs."""
+    root = tmp_path_factory.mktemp(request.param)
+    repo = clone(root / "repo")
+    for script in (repo / "workflow" / "scripts").glob("*.py"):
+        script.write_text(EMPTY_OUTPUTS)
+    (root / "mode.yaml").write_text(f"combined_jobs: {str(request.param == 'combined').lower()}\n")
+    configs = [REPO / "presets" / "demo.yaml", root / "mode.yaml"]
+
+    def plan(*overlays: str) -> list[tuple[str, str | None]]:
+        files = []
+        for index, overlay in enumerate(overlays):
+            files.append(root / f"overlay{index}.yaml")
+            files[-1].write_text(overlay + "\n")
+        result = snakemake("-n", "-s", repo / "Snakefile", "--directory", root / "work", "--configfile", *configs, *files)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return planned_jobs(result.stdout)
+
+    done = snakemake("--cores", "4", "-s", repo / "Snakefile", "--directory", root / "work", "--configfile", *configs)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return request.param, plan
+
+
+def test_both_modes_plan_the_same_tables_and_figures(tmp_path):
+    outputs = {}
+    for mode in ("false", "true"):
+        (tmp_path / "mode.yaml").write_text(f"combined_jobs: {mode}\n")
+        result = snakemake("-n", "-s", REPO / "Snakefile", "--directory", tmp_path, "--configfile", REPO / "presets" / "demo.yaml", tmp_path / "mode.yaml")
+        assert result.returncode == 0, result.stderr[-3000:]
+        outputs[mode] = sorted(path for line in re.findall(r"^    output: (.*)$", result.stdout, flags=re.M) for path in line.split(", "))
+        jobs = Counter(rule for rule, _ in planned_jobs(result.stdout))
+        if mode == "false":
+            assert jobs["hessian_spectrum"] == 25 and jobs["generate_corruption"] == 15 and not any(r.startswith("analyses_") for r in jobs)
+        else:  # one analysis job per run, one corruption job; no separate analysis job
+            assert sum(n for rule, n in jobs.items() if rule.startswith("analyses_")) == jobs["train"] == 32
+            assert jobs["generate_corruptions"] == 1 and not {"hessian_spectrum", "generate_corruption", "evaluate_corruptions"} & set(jobs)
+    assert outputs["false"] == outputs["true"] and any("/analysis/noise_frequency/" in path for path in outputs["true"])
+
+
+@pytest.mark.slow
+def test_a_changed_analysis_setting_reruns_exactly_what_it_touches_in_both_modes(empty_demo):
+    from vitwork.config import analysis_figure_run_specs, load_config_file
+
+    mode, plan = empty_demo
+    assert plan() == []  # the whole demo is done and up to date
+    demo = load_config_file(REPO / "presets" / "demo.yaml")
+    noise_runs = {spec["run_id"] for figure in demo["analyses"]["noise_frequency"]["figures"] for spec in analysis_figure_run_specs(demo, "noise_frequency", figure)}
+    jobs = plan("analyses: {noise_frequency: {eps: 1.0}}")
+    rules = Counter(rule for rule, _ in jobs)
+    analysis_jobs = [(rule, run) for rule, run in jobs if run is not None]
+    assert {run for _, run in analysis_jobs} == noise_runs and len(analysis_jobs) == len(noise_runs)  # nothing trains
+    if mode == "separate":  # only the noise tables, their figure and the claims
+        assert rules == Counter({"noise_frequency": len(noise_runs), "figure_noise_frequency_models": 1, "claims": 1})
+    else:  # those runs' analysis jobs, every figure that reads one of their tables, and the claims
+        assert all(rule.startswith("analyses_") and "noise_frequency" in rule for rule, _ in analysis_jobs)
+        reading = {f"figure_{analysis}_{figure}" for analysis, settings in demo["analyses"].items() for figure in settings["figures"]
+                   if noise_runs & {spec["run_id"] for spec in analysis_figure_run_specs(demo, analysis, figure)}}
+        assert set(rules) - {rule for rule, _ in analysis_jobs} == reading | {"claims"}
+        assert "figure_hessian_optimizer_grid" not in reading and "figure_noise_frequency_models" in reading
+
+
+def tiny_study() -> dict:
+    """The demo's analyses at the smallest sizes that still exercise them: two models, one short recipe."""
+    study = yaml.safe_load((REPO / "presets" / "demo.yaml").read_text())
+    pick = {"models": ["resnet", "vit"], "optimizers": ["adamw"]}
+    study.update(
+        results_dir="results/tiny",
+        dataset={"source": "synthetic", "synthetic": {"num_classes": 4, "train_per_class": 20, "test_per_class": 10, "seed": 0}},
+        models={name: study["models"][name] for name in pick["models"]},
+        optimizers={"adamw": {**study["optimizers"]["adamw"], "batch_size": 20, "epochs": 1}},
+        studies={"inductive_bias": pick},
+    )
+    study.pop("defaults")
+    sizes = {"hessian": {"batches": 1, "max_hvps": 20, "trace_probes": 2, "k": 2}, "landscape": {"points": 3, "images": 16},
+             "fourier": {"images": 8}, "feature_variance": {"images": 8}, "noise_frequency": {"images": 8, "frequencies": [0.5]},
+             "corruptions": {"images": 8}}
+    for analysis, settings in study["analyses"].items():
+        first = next(iter(settings["figures"].values()))
+        settings.update(sizes[analysis], figures={"tiny": {**first, **pick, "fractions": [1.0]}})
+    return study
+
+
+@pytest.mark.slow
+def test_both_modes_write_the_same_analysis_tables(tmp_path):
+    """The tiny study's analyses in separate jobs, then (same trained runs) in combined jobs: the same tables."""
+    study = tiny_study()
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(study))
+    tables = [f"results/tiny/analysis/{analysis}/{model}/adamw-lr2e-3-wd0.05/f1.0/s0/{'warmup' if analysis == 'hessian' else 'last'}.csv"
+              for analysis in study["analyses"] for model in ("resnet", "vit")]
+    written = {}
+    for mode in ("false", "true"):
+        workdir = tmp_path / f"combined-{mode}"
+        if mode == "true":  # the same trained runs, with Snakemake's records of them; no analysis output
+            shutil.copytree(tmp_path / "combined-false", workdir, symlinks=True)
+            for folder in ("analysis", "corruptions"):
+                shutil.rmtree(workdir / "results" / "tiny" / folder)
+        (tmp_path / "mode.yaml").write_text(f"combined_jobs: {mode}\n")
+        result = snakemake("--cores", "2", *tables, "-s", REPO / "Snakefile", "--directory", workdir, "--configfile", tmp_path / "tiny.yaml", tmp_path / "mode.yaml")
+        assert result.returncode == 0, result.stderr[-3000:]
+        ran = Counter(rule for rule, _ in planned_jobs(result.stderr + result.stdout))
+        assert ("train" in ran) == (mode == "false") and any(rule.startswith("analyses_") for rule in ran) == (mode == "true")
+        written[mode] = {table: [{**row, "seconds": None} for row in read_csv(workdir / table)] for table in tables}  # timings differ
+    assert all(written["true"][table] for table in tables)
+    assert written["true"] == written["false"]

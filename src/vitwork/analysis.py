@@ -335,3 +335,27 @@ def corruption_table(checkpoint, test_path, corruption_folder, settings: dict, o
 
     table = ResumableTable(out_csv, CORRUPTION_COLUMNS, "corruption")
     return table.run([("clean", clean)] + [(name, lambda name=name: unit(name)) for name in CORRUPTIONS])
+
+
+# --- one run's analyses in one process -------------------------------------------------------------------------
+
+
+def analysis_table(analysis: str, checkpoint, settings: dict, out_csv, *, train=None, subset=None, test=None,
+                   corruption_folder=None, official: bool = False, device="auto", threads=1) -> list[dict]:
+    """Write the table of one analysis, named as in the config: the function its separate rule's script calls.
+
+    The combined rule (config `combined_jobs`) calls this for every analysis of a run in one process; each
+    analysis reads its own checkpoint and data and draws only from its own seeded generators, so its table is
+    the one its separate job writes.
+    """
+    if analysis in ("hessian", "landscape"):
+        table = hessian_spectrum_table if analysis == "hessian" else loss_landscape_table
+        return table(checkpoint, train, subset, settings, out_csv, device, threads)
+    if analysis in ("fourier", "feature_variance"):
+        return feature_table(analysis, checkpoint, test, settings, out_csv, device, threads)
+    if analysis == "noise_frequency":
+        return noise_frequency_table(checkpoint, test, settings, out_csv, device, threads)
+    if analysis == "corruptions":
+        return corruption_table(checkpoint, test, corruption_folder, settings, official, out_csv, device, threads)
+    raise ValueError(f"unknown analysis {analysis!r}; expected hessian, landscape, fourier, feature_variance, "
+                     "noise_frequency or corruptions")

@@ -10,12 +10,8 @@ import os
 from typing import Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-from vitwork.augment import eval_inputs
 from vitwork.corruptions import CORRUPTIONS, SEVERITIES, load_corruption, load_labels
-from vitwork.devices import autocast
 
 
 def evaluate_arrays(
@@ -33,6 +29,12 @@ def evaluate_arrays(
     bf16 autocast on CUDA; `mean` and `std` are per-channel statistics in [0, 1] units; `model` must already
     be on `device`. Training evaluates its test split with this function too.
     """
+    import torch  # deferred: figure jobs import this module for mean_corruption_accuracy, without torch
+    import torch.nn.functional as F
+
+    from vitwork.augment import eval_inputs
+    from vitwork.devices import autocast
+
     if not isinstance(images_uint8, torch.Tensor):
         images_uint8 = np.asarray(images_uint8)
     if not isinstance(labels, torch.Tensor):

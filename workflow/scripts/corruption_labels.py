@@ -1,9 +1,13 @@
 """Rule corruption_labels: labels.npy of the generated corruption sets (the test sample's labels, official layout)."""
 
-from pathlib import Path
+import gc
 
-from vitwork.analysis import write_generated_labels
-from vitwork.workflow import job_log
+gc.disable()  # job_log enables it: no collection need scan the imports' objects (~0.6 CPU-s for torch)
+
+from pathlib import Path  # noqa: E402
+
+from vitwork.analysis import write_generated_labels  # noqa: E402
+from vitwork.workflow import job_log  # noqa: E402
 
 with job_log(snakemake):
     p = snakemake.params

@@ -1,9 +1,13 @@
 """Rule generate_corruption: one corruption at severities 1-5 of the test sample, in the official layout."""
 
-from pathlib import Path
+import gc
 
-from vitwork.analysis import write_generated_corruption
-from vitwork.workflow import job_log
+gc.disable()  # job_log enables it: no collection need scan the imports' objects (~0.6 CPU-s for torch)
+
+from pathlib import Path  # noqa: E402
+
+from vitwork.analysis import write_generated_corruption  # noqa: E402
+from vitwork.workflow import job_log  # noqa: E402
 
 with job_log(snakemake):
     p, name = snakemake.params, snakemake.wildcards.corruption

@@ -1,7 +1,11 @@
 """Rule loss_landscape: loss and accuracy on a 2-D plane of filter-normalised directions (resumable by row)."""
 
-from vitwork.analysis import loss_landscape_table
-from vitwork.workflow import job_log
+import gc
+
+gc.disable()  # job_log enables it: no collection need scan the imports' objects (~0.6 CPU-s for torch)
+
+from vitwork.analysis import loss_landscape_table  # noqa: E402
+from vitwork.workflow import job_log  # noqa: E402
 
 with job_log(snakemake):
     p = snakemake.params

@@ -7,8 +7,6 @@ import math
 
 import numpy as np
 import scipy.ndimage
-import torch
-import torch.nn.functional as F
 
 
 def to_unit(images: np.ndarray) -> np.ndarray:
@@ -87,6 +85,9 @@ def motion_blur(images: np.ndarray, radius: float, sigma: float, angles_deg: np.
     the image; the result is rounded to uint8 as ImageMagick's 8-bit PNG output is. Each tap is one
     torch.gather from the edge-padded, flattened images at a per-image shift.
     """
+    import torch  # deferred (also in bilinear_sample): figure jobs import this package for its names only
+    import torch.nn.functional as F
+
     weights = motion_blur_kernel(radius, sigma)
     d_row, d_col = motion_blur_offsets(len(weights), angles_deg)
     n, height, width, channels = images.shape
@@ -112,6 +113,9 @@ def bilinear_sample(images: np.ndarray, rows: np.ndarray, cols: np.ndarray, bord
     border "reflect": reflect about the image edges (scipy "reflect"). Uses torch's grid_sample, whose
     reflection padding is the first with align_corners=True and the second with align_corners=False.
     """
+    import torch
+    import torch.nn.functional as F
+
     height, width = images.shape[1:3]
     if border == "mirror":
         align = True
