@@ -152,7 +152,7 @@ def training_figures(spec, data, folder: Path, args, sizes, with_plain: bool) ->
         figures["ratio"] = ratio(seconds["plain"], seconds["pipeline"])
         figures["augmentation_share"] = fastest(seconds["augmentation"]) / fastest(seconds["pipeline"])
         (trainer.work_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        trainer.save_checkpoint("last")
+        trainer.checkpoints.save_checkpoint("last")
         checkpoint = trainer.work_dir / "checkpoints" / "last.pt"
     del trainer, steps_timed
     release(device)

@@ -1,7 +1,8 @@
 """One training run: (model, optimizer setting, fraction, seed) -> checkpoints, metrics.jsonl, run.json.
 
-Three parts: `TrainStep` (one update, with no host-device synchronisation), `Trainer` (the epoch loop: divergence
-checks, evaluation, resume state, pre-emption) and `vitwork.checkpoints` (reading checkpoints and publishing).
+Four parts: `TrainStep` (one update, with no host-device synchronisation), `Trainer` (the epoch loop: divergence
+checks, evaluation, the epoch's record, pre-emption), `RunCheckpoints` (what a saved state holds, resuming, the
+run's final write) and `vitwork.checkpoints` (atomic files, reading checkpoints, publishing).
 
 Work in progress lives in `<run>/work/` (resume state, metrics so far, checkpoints so far), which the workflow
 never deletes; the declared outputs are published from it only when the run ends, run.json last. Every file is
@@ -225,6 +226,129 @@ class RunData:
         return self.test if final else self.sample
 
 
+def epoch_record(epoch: int, pos: dict, step: int, lr: float, test: dict | None, eval_seconds: float, diverged: bool = False) -> dict:
+    """One line of metrics.jsonl: the epoch's training sums (None once diverged), its evaluation when it had one."""
+    seen = max(pos["sums"][2], 1)
+    record = {
+        "epoch": epoch,
+        "step": step,
+        "lr": lr,
+        "train_nll": None if diverged else pos["sums"][0] / seen,
+        "train_acc": None if diverged else pos["sums"][1] / seen,
+        **{key: None if diverged or test is None else test[key] for key in ("test_nll", "test_acc", "test_err", "test_images")},
+        "epoch_time_s": pos["epoch_time"],
+        "wall_time_s": pos["wall_time"],
+        "images_per_s": pos["sums"][2] / pos["epoch_time"] if pos["epoch_time"] > 0 else None,
+        "eval_time_s": eval_seconds,
+    }
+    if diverged:
+        record["diverged"] = True
+    return record
+
+
+def epoch_line(record: dict, total_epochs: int) -> str:
+    """The job log's line for one epoch."""
+    test_acc = "-" if record["test_acc"] is None else f"{record['test_acc']:.4f}"
+    train_nll = "nan" if record["train_nll"] is None else f"{record['train_nll']:.4f}"
+    speed = "-" if record["images_per_s"] is None else f"{record['images_per_s']:.0f}"
+    return f"epoch {record['epoch']}/{total_epochs} train_nll {train_nll} test_acc {test_acc} lr {record['lr']:.3g} {speed} img/s"
+
+
+class RunCheckpoints:
+    """A run's saved states: what a checkpoint holds, resuming from work/, and publishing the finished run.
+
+    Reads and restores the trainer's model, optimizer, scheduler, random state, position and metrics.
+    """
+
+    def __init__(self, trainer: "Trainer"):
+        self.trainer = trainer
+        self.spec, self.work_dir, self.run_dir = trainer.spec, trainer.work_dir, trainer.run_dir
+        self.hash = spec_hash(self.spec)
+        self.code_version = code_version()  # one git call per run, not one per checkpoint
+
+    def state(self, status: str) -> dict:
+        """Everything needed to resume or analyse: model, optimizer, scheduler, RNG, position, metrics so far."""
+        t = self.trainer
+        position = dict(t.position)
+        if position["perm"] is not None:
+            position["perm"] = position["perm"].cpu()
+        return {
+            "model": plain_state_dict(t.model),
+            "optimizer": t.optimizer.state_dict(),
+            "scheduler": t.scheduler.state_dict(),
+            "rng": {**t.random.state(), "generator": t.generator.get_state()},
+            "position": position,
+            "metrics": list(t.metrics),
+            "epoch": t.position["epoch"],
+            "step": t.scheduler.last_epoch,
+            "run": self.spec,
+            "spec_hash": self.hash,
+            "num_classes": t.num_classes,
+            "mean": t.mean,
+            "std": t.std,
+            "status": status,
+            "code_version": self.code_version,
+        }
+
+    def save_checkpoint(self, name: str, status: str = "running") -> None:
+        save_torch_atomic(self.state(status), self.work_dir / "checkpoints" / f"{name}.pt")
+
+    def save_resume_state(self, status: str) -> None:
+        save_torch_atomic(self.state(status), self.work_dir / "resume.pt")
+
+    def save_epoch(self, epoch: int) -> None:
+        """After a finite epoch: the checkpoints named after it (warmup, epoch<N>), then the resume state."""
+        if epoch == self.trainer.warmup_epochs:
+            self.save_checkpoint("warmup")
+        if epoch in self.trainer.training["checkpoint_epochs"]:
+            self.save_checkpoint(f"epoch{epoch}")
+        self.save_resume_state("running")
+
+    def resume_or_start(self) -> bool:
+        """Resume from work/'s latest usable state (`latest_resumable_state`), or start clean with the init (and no-warm-up) checkpoints."""
+        t = self.trainer
+        state = latest_resumable_state(self.work_dir, self.spec, self.hash, self.run_dir / "work-unreadable")
+        if state is None:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+            (self.work_dir / "checkpoints").mkdir(parents=True)
+            self.save_checkpoint("init")
+            if t.warmup_epochs == 0:
+                self.save_checkpoint("warmup")  # no warm-up: its end is the initialisation
+            return False
+        t.model.load_state_dict(state["model"])
+        t.optimizer.load_state_dict(state["optimizer"])
+        t.scheduler.load_state_dict(state["scheduler"])
+        t.random.load(state["rng"])
+        t.generator.set_state(state["rng"]["generator"])
+        t.position = state["position"]
+        if t.position["perm"] is not None:
+            t.position["perm"] = t.position["perm"].to(t.generator.device)
+        # the metrics are those of the epochs in the state: a kill after a later epoch's line repeats nothing
+        t.metrics = state["metrics"]
+        with atomic_path(self.work_dir / "metrics.jsonl") as tmp:
+            tmp.touch()
+            for record in t.metrics:
+                append_jsonl(tmp, record)
+        print(f"resuming {self.spec['run_id']} at epoch {t.position['epoch']} step {t.position['step_in_epoch']}", flush=True)
+        return True
+
+    def publish(self, status: str) -> dict:
+        """Write last.pt (and a diverged run's unreached checkpoints), then publish the run with run.json last."""
+        t = self.trainer
+        names = checkpoint_names(self.spec)
+        for name in names:
+            path = self.work_dir / "checkpoints" / f"{name}.pt"
+            if name == "last" or (status == "diverged" and not path.exists()):
+                # a diverged run never reached some checkpoints: they hold its last state, flagged as diverged
+                self.save_checkpoint(name, status=status)
+            elif not path.exists():  # resume_or_start only resumes with every earlier checkpoint present
+                raise RuntimeError(f"{path}: missing at the end of run {self.spec['run_id']}")
+        (self.work_dir / "metrics.jsonl").touch()  # diverged before any record: an empty history, still an output
+        summary = run_summary(self.spec, status, t.metrics, t.position["eval_time"], t.data.eval_sample, self.code_version, t.device)
+        publish_run(self.work_dir, self.run_dir, names, summary)
+        return summary
+
+
 class Trainer:
     """The state of one run and the epoch loop that advances it; see the module docstring for the file layout."""
 
@@ -263,73 +387,15 @@ class Trainer:
             self.model, self.optimizer, self.scheduler, self.augment, self.generator, self.training, self.device,
             mixed_precision=applies_on(self.training["mixed_precision"], self.device), channels_last=self.channels_last,
         )
-        self.hash = spec_hash(spec)
-        self.code_version = code_version()  # one git call per run, not one per checkpoint
         self.position = self._epoch_start(0, wall_time=0.0, eval_time=0.0)
         self.metrics: list[dict] = []  # one record per epoch trained, as in metrics.jsonl
         self.status = "running"
         self.updates_done = 0
+        self.checkpoints = RunCheckpoints(self)
 
     @staticmethod
     def _epoch_start(epoch: int, wall_time: float, eval_time: float) -> dict:
         return {"epoch": epoch, "step_in_epoch": 0, "perm": None, "sums": [0.0, 0, 0], "epoch_time": 0.0, "wall_time": wall_time, "eval_time": eval_time}
-
-    # -- state ---------------------------------------------------------------------------------------------
-    def state(self, status: str) -> dict:
-        """Everything needed to resume or analyse: model, optimizer, scheduler, RNG, position, metrics so far."""
-        position = dict(self.position)
-        if position["perm"] is not None:
-            position["perm"] = position["perm"].cpu()
-        return {
-            "model": plain_state_dict(self.model),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "rng": {**self.random.state(), "generator": self.generator.get_state()},
-            "position": position,
-            "metrics": list(self.metrics),
-            "epoch": self.position["epoch"],
-            "step": self.scheduler.last_epoch,
-            "run": self.spec,
-            "spec_hash": self.hash,
-            "num_classes": self.num_classes,
-            "mean": self.mean,
-            "std": self.std,
-            "status": status,
-            "code_version": self.code_version,
-        }
-
-    def save_checkpoint(self, name: str, status: str = "running") -> None:
-        save_torch_atomic(self.state(status), self.work_dir / "checkpoints" / f"{name}.pt")
-
-    def save_resume_state(self, status: str) -> None:
-        save_torch_atomic(self.state(status), self.work_dir / "resume.pt")
-
-    def resume_or_start(self) -> bool:
-        """Resume from work/'s latest usable state (`latest_resumable_state`), or start clean with the init (and no-warm-up) checkpoints."""
-        state = latest_resumable_state(self.work_dir, self.spec, self.hash, self.run_dir / "work-unreadable")
-        if state is None:
-            shutil.rmtree(self.work_dir, ignore_errors=True)
-            (self.work_dir / "checkpoints").mkdir(parents=True)
-            self.save_checkpoint("init")
-            if self.warmup_epochs == 0:
-                self.save_checkpoint("warmup")  # no warm-up: its end is the initialisation
-            return False
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.random.load(state["rng"])
-        self.generator.set_state(state["rng"]["generator"])
-        self.position = state["position"]
-        if self.position["perm"] is not None:
-            self.position["perm"] = self.position["perm"].to(self.generator.device)
-        # the metrics are those of the epochs in the state: a kill after a later epoch's line repeats nothing
-        self.metrics = state["metrics"]
-        with atomic_path(self.work_dir / "metrics.jsonl") as tmp:
-            tmp.touch()
-            for record in self.metrics:
-                append_jsonl(tmp, record)
-        print(f"resuming {self.spec['run_id']} at epoch {self.position['epoch']} step {self.position['step_in_epoch']}", flush=True)
-        return True
 
     # -- loop ----------------------------------------------------------------------------------------------
     def train_step(self, indices: torch.Tensor) -> None:
@@ -341,7 +407,7 @@ class Trainer:
 
     def run(self, stop_after_updates: int | None = None) -> dict:
         """Train to the end (or divergence) and publish; raise Preempted after saving on a signal or after `stop_after_updates`."""
-        self.resume_or_start()
+        self.checkpoints.resume_or_start()
         bar = tqdm(
             total=self.total_epochs * self.steps_per_epoch,
             initial=self.position["epoch"] * self.steps_per_epoch + self.position["step_in_epoch"],
@@ -401,7 +467,7 @@ class Trainer:
         if not diverged:
             pos["sums"][:2] = self.step.sums()
         if stopping and not diverged:
-            self.save_resume_state("preempted")
+            self.checkpoints.save_resume_state("preempted")
             raise Preempted(f"pre-empted at epoch {pos['epoch']}, step {pos['step_in_epoch']}; checkpoint saved")
         return diverged
 
@@ -426,53 +492,24 @@ class Trainer:
             eval_seconds = time.perf_counter() - started
             test["test_images"] = len(labels)
             diverged = not math.isfinite(test["test_nll"])
-        seen = max(pos["sums"][2], 1)
         pos["wall_time"] += pos["epoch_time"]
         update = pos["epoch"] * self.steps_per_epoch + pos["step_in_epoch"]
-        record = {
-            "epoch": epoch,
-            "step": update if diverged else self.scheduler.last_epoch,
-            "lr": self._lr_at(update) if diverged else self.optimizer.param_groups[0]["lr"],
-            "train_nll": None if diverged else pos["sums"][0] / seen,
-            "train_acc": None if diverged else pos["sums"][1] / seen,
-            **{key: None if diverged or test is None else test[key] for key in ("test_nll", "test_acc", "test_err", "test_images")},
-            "epoch_time_s": pos["epoch_time"],
-            "wall_time_s": pos["wall_time"],
-            "images_per_s": pos["sums"][2] / pos["epoch_time"] if pos["epoch_time"] > 0 else None,
-            "eval_time_s": eval_seconds,
-        }
         if diverged:
-            record["diverged"] = True
+            record = epoch_record(epoch, pos, update, self._lr_at(update), None, eval_seconds, diverged=True)
+        else:
+            record = epoch_record(epoch, pos, self.scheduler.last_epoch, self.optimizer.param_groups[0]["lr"], test, eval_seconds)
+        if diverged:
             self.status = "diverged"
         self.metrics.append(record)
         self.position = self._epoch_start(epoch, pos["wall_time"], pos["eval_time"] + eval_seconds)
         if not diverged:  # checkpoints and resume state only of finite runs; then the line, so it is never repeated
-            if epoch == self.warmup_epochs:
-                self.save_checkpoint("warmup")
-            if epoch in self.training["checkpoint_epochs"]:
-                self.save_checkpoint(f"epoch{epoch}")
-            self.save_resume_state("running")
+            self.checkpoints.save_epoch(epoch)
         append_jsonl(self.work_dir / "metrics.jsonl", record)
-        test_acc = "-" if record["test_acc"] is None else f"{record['test_acc']:.4f}"
-        train_nll = "nan" if record["train_nll"] is None else f"{record['train_nll']:.4f}"
-        speed = "-" if record["images_per_s"] is None else f"{record['images_per_s']:.0f}"
-        print(f"epoch {epoch}/{self.total_epochs} train_nll {train_nll} test_acc {test_acc} lr {record['lr']:.3g} {speed} img/s", flush=True)
+        print(epoch_line(record, self.total_epochs), flush=True)
 
     def finish(self) -> dict:
-        """Write last.pt (and a diverged run's unreached checkpoints), then publish the run with run.json last."""
-        status = "diverged" if self.status == "diverged" else "finished"
-        names = checkpoint_names(self.spec)
-        for name in names:
-            path = self.work_dir / "checkpoints" / f"{name}.pt"
-            if name == "last" or (status == "diverged" and not path.exists()):
-                # a diverged run never reached some checkpoints: they hold its last state, flagged as diverged
-                self.save_checkpoint(name, status=status)
-            elif not path.exists():  # resume_or_start only resumes with every earlier checkpoint present
-                raise RuntimeError(f"{path}: missing at the end of run {self.spec['run_id']}")
-        (self.work_dir / "metrics.jsonl").touch()  # diverged before any record: an empty history, still an output
-        summary = run_summary(self.spec, status, self.metrics, self.position["eval_time"], self.data.eval_sample, self.code_version, self.device)
-        publish_run(self.work_dir, self.run_dir, names, summary)
-        return summary
+        """Publish the run (`RunCheckpoints.publish`): finished, or diverged."""
+        return self.checkpoints.publish("diverged" if self.status == "diverged" else "finished")
 
 
 def train_run(spec, train_path, test_path, meta_path, subset_path, run_dir, device="auto", threads=1, progress=True, stop_after_updates=None) -> dict:
