@@ -3,6 +3,7 @@ fails or is inconclusive; a study with parts left out; the markdown; the rule's 
 
 from __future__ import annotations
 
+import csv
 import importlib
 import math
 import os
@@ -449,3 +450,32 @@ def test_claims_rule_is_planned_for_the_demo(tmp_path):
                    "figure_time_to_accuracy", "summary"):
         assert jobs[needed] == "1"
     assert "figure_fourier_spectra" not in jobs  # the claims read only the tables they use
+
+
+def test_two_studies_side_by_side_mark_the_statements_whose_verdicts_differ(tmp_path, capsys):
+    from vitwork.claims import CSV_COLUMNS
+    from vitwork.claims_compare import main
+
+    def study(name, rows):
+        path = tmp_path / f"{name}.csv"
+        with open(path, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, CSV_COLUMNS)
+            writer.writeheader()
+            for claim, statement, a, b, verdict in rows:
+                writer.writerow({"claim": claim, "statement": statement, "a_mean": a, "b_mean": b, "verdict": verdict})
+        return f"{name}={path}"
+
+    demo = study("demo", [(1, "test error: ResNet < ViT", 1.2, 49.6, "holds"), (3, "negative share: ViT > ResNet", 0.4, 0.0, "holds"),
+                          (6, "robustness: AlterNet > ResNet", "", "", "not run")])
+    mini = study("mini", [(1, "test error: ResNet < ViT", 77.0, 85.0, "holds"), (3, "negative share: ViT > ResNet", 0.1, 0.2, "fails"),
+                          (6, "robustness: AlterNet > ResNet", 0.2, 0.1, "holds"), (4, "5x5 > 3x3 accuracy", 18.0, 17.7, "holds")])
+    main([demo, mini])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "| claim | statement | demo | mini | differs |" and len(lines) == 2 + 4
+    rows = {line.split(" | ")[1]: line for line in lines[2:]}
+    assert rows["test error: ResNet < ViT"] == "| 1 | test error: ResNet < ViT | holds (1.2 vs 49.6) | holds (77 vs 85) |  |"
+    assert rows["negative share: ViT > ResNet"].endswith("| holds (0.4 vs 0) | fails (0.1 vs 0.2) | yes |")
+    assert rows["robustness: AlterNet > ResNet"].endswith("| not run | holds (0.2 vs 0.1) |  |")  # untested is no difference
+    assert rows["5x5 > 3x3 accuracy"].endswith("| — | holds (18 vs 17.7) |  |")  # only the second study has it
+    with pytest.raises(SystemExit):
+        main(["demo.csv"])  # no NAME=
