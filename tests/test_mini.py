@@ -4,7 +4,7 @@ figure and the claims table, in a few minutes on 2 cores.
 The slice is an override file layered over the preset with a second --configfile (Snakemake merges mappings key by
 key and replaces lists): two of the preset's models (ResNet, ViT) in every study and figure, two epochs per run, the
 preset's main data fraction (and its smallest where a selection has several), the main recipe plus SGD as the
-optimizer grid, and analysis counts that take seconds: 6 runs, 67 jobs. It is derived from the preset, so a
+optimizer grid, and analysis counts that take seconds: 6 runs, 39 jobs (the preset combines jobs). It is derived from the preset, so a
 figure added to the preset is in the slice too. The full mini study is not run in CI.
 """
 
