@@ -496,10 +496,9 @@ class Trainer:
         update = pos["epoch"] * self.steps_per_epoch + pos["step_in_epoch"]
         if diverged:
             record = epoch_record(epoch, pos, update, self._lr_at(update), None, eval_seconds, diverged=True)
+            self.status = "diverged"
         else:
             record = epoch_record(epoch, pos, self.scheduler.last_epoch, self.optimizer.param_groups[0]["lr"], test, eval_seconds)
-        if diverged:
-            self.status = "diverged"
         self.metrics.append(record)
         self.position = self._epoch_start(epoch, pos["wall_time"], pos["eval_time"] + eval_seconds)
         if not diverged:  # checkpoints and resume state only of finite runs; then the line, so it is never repeated
