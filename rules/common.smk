@@ -24,12 +24,17 @@ from vitwork.config import (
     validate_config,
 )
 
-# every file the config was read from (an error names the one that sets the offending key)
+# every file the config was read from, and --config's values (an error names the one that sets the offending key)
 CONFIG_FILES = [str(path) for path in workflow.overwrite_configfiles] or ["config.yaml"]
 # the checks that need torch/timm are kept here per config and library version: planning stays fast
 PLAN_CACHE = ".snakemake/vitwork"
 try:
-    STUDY = validate_config(config, CONFIG_FILES, cache_dir=PLAN_CACHE)
+    STUDY = validate_config(
+        config,
+        CONFIG_FILES,
+        cache_dir=PLAN_CACHE,
+        overrides=workflow.config_settings.config,
+    )
     CORRUPTIONS = library_facts(PLAN_CACHE)["corruptions"]
 except ConfigError as error:
     sys.exit(f"vitwork: config error: {error}")

@@ -341,6 +341,9 @@ def test_rows_name_models_settings_and_spreads(tmp_path, roster):
     assert (drop["a_mean"], drop["b_mean"]) == (pytest.approx(5.0), pytest.approx(15.0))
     msa = by_statement["high-frequency ΔLog amplitude drops across MSA blocks: AlterNet"]
     assert msa["a_mean"] == pytest.approx(-1.0) and msa["b_model"] is None
+    assert msa["note"].endswith("; over 1 MSA block (down-sampling blocks not counted)")  # how thin the mean is
+    conv = by_statement["high-frequency ΔLog amplitude rises across Conv blocks: ResNet"]
+    assert conv["note"].endswith("; over 3 Conv blocks (down-sampling blocks not counted)")
     speed = by_statement["epochs to the time-to-accuracy target with adam: ResNet < ViT"]
     assert speed["basis"] == "sign only (n=1)" and speed["verdict"] == "holds"
     robust = [row for row in rows if row["statement"] == "CIFAR-100-C mean accuracy: AlterNet > ResNet"][0]

@@ -383,6 +383,19 @@ def test_an_error_names_the_layered_file_that_sets_the_key(demo, tmp_path):
         validate_config(merged, [str(base), str(overlay)])
 
 
+
+def test_an_error_names_the_command_line_when_config_sets_the_key(demo, tmp_path):
+    """`--config 'dataset={root: ...}'` wins over every file: its mistake is the command line's, not the preset's."""
+    base = tmp_path / "demo.yaml"
+    base.write_text(yaml.safe_dump(demo))
+    overrides = {"dataset": {"source": "imagefolder", "root": str(tmp_path / "nowhere")}}
+    merged = {**copy.deepcopy(demo), "dataset": overrides["dataset"]}
+    with pytest.raises(ConfigError, match=rf"^--config: dataset.root: '{tmp_path / 'nowhere'}' does not exist"):
+        validate_config(merged, [str(base)], overrides=overrides)
+    merged["results_dir"] = ""  # a key the command line leaves alone is still the file's
+    with pytest.raises(ConfigError, match=rf"^{base}: results_dir: empty"):
+        validate_config(merged, [str(base)], overrides=overrides)
+
 def test_library_checks_are_cached_and_planning_then_imports_no_torch(repo, tmp_path):
     """The second validation of the same config reads the cache: no torch, timm, torchvision, matplotlib, scipy."""
     import subprocess

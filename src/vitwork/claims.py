@@ -794,8 +794,11 @@ def claim5(study: Study) -> list[dict]:
             continue
         setting = study.own_setting(models[model])
         chosen = [run for run in models[model] if run.setting == setting]
+        # how many blocks the mean is over: a micro ResNet's only non-down-sampling Conv block may be its first
+        count = max(sum(kind in kinds for _, kind, _ in run.values["blocks"]) for run in chosen)
         rows.append(claim_row(statement, side(model, chosen, lambda run: mean_change(run.values["blocks"], kinds)),
-                              one_sample=True, note=f"setting: {setting.text()}"))
+                              one_sample=True, note=f"setting: {setting.text()}; over {count} {what} block"
+                                                    f"{'' if count == 1 else 's'} (down-sampling blocks not counted)"))
     noise = Statement(5, "accuracy drop under the highest-frequency noise (0.9π): ViT < ResNet",
                       "per run: clean minus noisy accuracy (percentage points) at the highest noise frequency of "
                       "the table (noise_frequency_curves tables)", "<", "noise_frequency_*.csv",
@@ -1045,7 +1048,7 @@ def markdown(rows: Sequence[dict], sources: Mapping[str, Sequence[str]]) -> str:
     lines = ["# The claims of Park & Kim (ICLR 2022): verdicts of this study", "",
              f"{len(rows)} statements: " + ", ".join(f"{n} {verdict}" for verdict, n in counts.items()) + ".", "",
              f"**Verdict rule.** {VERDICT_RULE}", "", f"**Roles.** {ROLE_RULE}", "", f"**Settings.** {SETTING_RULE}",
-             "", "Paper values are the anchors of STUDY.md (CIFAR-100, full recipe, unless stated).", "",
+             "", "Paper values are the published numbers of Park & Kim (ICLR 2022): CIFAR-100 with the full recipe, unless stated.", "",
              "| " + " | ".join(MD_COLUMNS) + " |", "|" + "|".join("---" for _ in MD_COLUMNS) + "|"]
     for row in rows:
         cells = (row["claim"], row["statement"], row["statistic"], row["paper"], _side_cell(row, "a"),

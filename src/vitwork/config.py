@@ -98,11 +98,25 @@ def _describe(error) -> str:
     return error.message
 
 
-class _Sources:
-    """The file(s) a configuration came from; an error names the last file that sets the key it is about."""
+def _sets(node, parts) -> bool:
+    """Whether the mapping `node` (one config file's content) holds the key at `parts`."""
+    for part in parts:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            return False
+    return True
 
-    def __init__(self, source: str | os.PathLike | Sequence[str | os.PathLike]):
+
+class _Sources:
+    """Where a configuration came from: its file(s), and the values given on the command line (`--config`), which
+    win over every file; an error names `--config` or the last file that sets the key it is about."""
+
+    def __init__(self, source: str | os.PathLike | Sequence[str | os.PathLike], overrides: dict | None = None):
         self.files = [str(source)] if isinstance(source, (str, os.PathLike)) else [str(s) for s in source]
+        self.overrides = overrides or {}
         self._contents: dict[str, Any] = {}
 
     def _content(self, path: str):
@@ -114,17 +128,11 @@ class _Sources:
         return self._contents[path]
 
     def file_of(self, parts) -> str:
+        if _sets(self.overrides, parts):
+            return "--config"
         if len(self.files) > 1:
             for path in reversed(self.files):
-                node = self._content(path)
-                for part in parts:
-                    if isinstance(node, dict) and part in node:
-                        node = node[part]
-                    elif isinstance(node, list) and isinstance(part, int) and part < len(node):
-                        node = node[part]
-                    else:
-                        break
-                else:
+                if _sets(self._content(path), parts):
                     return path
         return self.files[-1]
 
@@ -133,16 +141,18 @@ class _Sources:
         return ConfigError(f"{self.file_of(parts)}: {key_path(parts)}: {message}")
 
 
-def validate_config(config: dict, source: str | Sequence[str] = "config", cache_dir: str | Path | None = None) -> dict:
+def validate_config(config: dict, source: str | Sequence[str] = "config", cache_dir: str | Path | None = None,
+                    overrides: dict | None = None) -> dict:
     """Return a validated copy of `config` with defaults filled; raise ConfigError naming the file and the key.
 
     `source` is the file the configuration came from, or the files layered into it (later ones win, as with
-    `snakemake --configfile a.yaml b.yaml`): an error names the last one that sets the offending key.
+    `snakemake --configfile a.yaml b.yaml`): an error names the last one that sets the offending key, or
+    `--config` when `overrides` (the command line's `--config` values, which win over every file) sets it.
     With `cache_dir`, the checks that need torch/timm are kept there per configuration and library version.
     The result also holds what the library says about it: each model's `family`, each recipe's `hparams` with
     every sequence-valued setting (betas) written as one grid value.
     """
-    sources = _Sources(source)
+    sources = _Sources(source, overrides)
     config = copy.deepcopy(config)
     raw_recipe_training = {
         name: set((recipe or {}).get("training", {}) or {})
