@@ -342,11 +342,12 @@ def corruption_table(checkpoint, test_path, corruption_folder, settings: dict, o
 
 def analysis_table(analysis: str, checkpoint, settings: dict, out_csv, *, train=None, subset=None, test=None,
                    corruption_folder=None, official: bool = False, device="auto", threads=1) -> list[dict]:
-    """Write the table of one analysis, named as in the config: the function its separate rule's script calls.
+    """Write the table of one analysis, named as in the config, with the function its separate rule's script calls.
 
     The combined rule (config `combined_jobs`) calls this for every analysis of a run in one process; each
     analysis reads its own checkpoint and data and draws only from its own seeded generators, so its table is
-    the one its separate job writes.
+    the one its separate job writes. (The separate rules' scripts call those functions directly: each knows
+    its analysis.)
     """
     if analysis in ("hessian", "landscape"):
         table = hessian_spectrum_table if analysis == "hessian" else loss_landscape_table
