@@ -295,9 +295,10 @@ COLUMNS_READ: dict[str, tuple[str, ...]] = {
 }
 
 
-def read_columns(path: str | os.PathLike, table: str) -> list[dict[str, str]]:
-    """The rows of one CSV restricted to the columns `COLUMNS_READ[table]`; a missing column names file and column."""
-    columns = COLUMNS_READ[table]
+def read_columns(path: str | os.PathLike, table: str, columns: Sequence[str] | None = None) -> list[dict[str, str]]:
+    """The rows of one CSV restricted to `columns` (default `COLUMNS_READ[table]`); a missing column names file and
+    column."""
+    columns = COLUMNS_READ[table] if columns is None else tuple(columns)
     with open(path, newline="") as handle:
         reader = csv.DictReader(handle)
         missing = [column for column in columns if column not in (reader.fieldnames or ())]

@@ -10,21 +10,18 @@ last column marking the rows whose verdicts differ. The README's side-by-side ta
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 from typing import Mapping, Sequence
 
-from vitwork.claims import fmt
+from vitwork.claims import fmt, read_columns
+
+
+COLUMNS = ("claim", "statement", "verdict", "a_mean", "b_mean")  # what the comparison reads of a claims.csv
 
 
 def read_claims(path: str | os.PathLike) -> list[dict[str, str]]:
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    missing = {"claim", "statement", "verdict", "a_mean", "b_mean"} - set(rows[0] if rows else {})
-    if missing:
-        raise ValueError(f"{path}: not a claims.csv (no column {', '.join(sorted(missing))})")
-    return rows
+    return read_columns(path, "claims", COLUMNS)
 
 
 def _cell(row: dict[str, str] | None) -> str:
@@ -65,7 +62,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             parser.error(f"{item!r}: expected NAME=path/to/claims.csv")
-        studies[name] = read_claims(path)
+        try:
+            studies[name] = read_claims(path)
+        except (OSError, ValueError) as error:
+            parser.error(str(error))
     sys.stdout.write(markdown(compare(studies), list(studies)))
 
 
