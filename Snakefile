@@ -22,6 +22,18 @@ include: "rules/claims.smk"
 report: "report/workflow.rst"
 
 
+onstart:
+    start_job_server()
+
+
+onsuccess:
+    stop_job_server()
+
+
+onerror:
+    stop_job_server()
+
+
 rule all:
     default_target: True
     input:

@@ -10,6 +10,7 @@ from pathlib import Path
 WORKFLOW_SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, WORKFLOW_SRC)
 
+from vitwork import job_server
 from vitwork.workflow import put_first_on_pythonpath
 
 put_first_on_pythonpath(WORKFLOW_SRC)
@@ -246,3 +247,21 @@ def combined_checkpoints(analyses):
         }
 
     return checkpoints
+
+
+# -- the job server (config `job_server`): jobs of a run on this machine start in warm forks of one process -----
+JOB_SERVERS = []  # the server this Snakemake process started, if any
+
+
+def start_job_server():
+    """onstart: start the server when configured and the jobs run here (not on a cluster's nodes)."""
+    if STUDY["job_server"] and workflow.local_exec:
+        log = f"{R}/logs/job_server.log"
+        address = job_server.default_address()
+        JOB_SERVERS.append(job_server.start(address, log, threads=STUDY["threads"]))
+
+
+def stop_job_server():
+    """onsuccess/onerror: stop it (jobs still running in it get SIGTERM)."""
+    while JOB_SERVERS:
+        job_server.stop(JOB_SERVERS.pop())

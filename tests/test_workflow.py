@@ -578,3 +578,41 @@ def test_both_modes_write_the_same_analysis_tables(tmp_path):
         written[mode] = {table: [{**row, "seconds": None} for row in read_csv(workdir / table)] for table in tables}  # timings differ
     assert all(written["true"][table] for table in tables)
     assert written["true"] == written["false"]
+
+
+# -- issue 17: the job server (config `job_server`) ----------------------------------------------------------------
+
+TIMINGS = {"epoch_time_s", "wall_time_s", "images_per_s", "eval_time_s", "seconds"}
+
+
+@pytest.mark.slow
+def test_jobs_in_the_job_server_write_what_jobs_in_their_own_processes_write(tmp_path):
+    """The tiny study (train and every analysis) with and without the server: the same weights, metrics and
+    tables, bit for bit; with it every torch job ran in a fork of the server, which is gone at the end."""
+    import torch
+
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(tiny_study()))
+    tables = [f"results/tiny/analysis/{analysis}/{model}/adamw-lr2e-3-wd0.05/f1.0/s0/{'warmup' if analysis == 'hessian' else 'last'}.csv"
+              for analysis in tiny_study()["analyses"] for model in ("resnet", "vit")]
+    runs = [f"results/tiny/runs/{model}/adamw-lr2e-3-wd0.05/f1.0/s0" for model in ("resnet", "vit")]
+    for server in ("false", "true"):
+        (tmp_path / "server.yaml").write_text(f"job_server: {server}\n")
+        result = snakemake("--cores", "2", *tables, "-s", REPO / "Snakefile", "--directory", tmp_path / server, "--configfile", tmp_path / "tiny.yaml", tmp_path / "server.yaml")
+        assert result.returncode == 0, result.stderr[-3000:]
+    served = (tmp_path / "true" / "results" / "tiny" / "logs" / "job_server.log").read_text()
+    assert not (tmp_path / "false" / "results" / "tiny" / "logs" / "job_server.log").exists()
+    for script in ("train", "analyses"):  # both runs' training and analysis jobs, each exited 0
+        assert len(re.findall(rf"\(tmp\w+\.{script}\.py\) exited 0 after", served)) == 2, served
+    assert "exited 1" not in served
+    server_pid = int(re.search(r"serving on \S+ \(process (\d+)\)", served).group(1))
+    assert not Path(f"/proc/{server_pid}").exists()  # stopped with the run
+    for run in runs:
+        own, warm = (torch.load(tmp_path / server / run / "checkpoints" / "last.pt", map_location="cpu") for server in ("false", "true"))
+        assert own["model"].keys() == warm["model"].keys()
+        assert all(torch.equal(own["model"][name], warm["model"][name]) for name in own["model"])
+        rows = [[{k: v for k, v in json.loads(line).items() if k not in TIMINGS} for line in (tmp_path / server / run / "metrics.jsonl").read_text().splitlines()]
+                for server in ("false", "true")]
+        assert rows[0] == rows[1] and rows[0]
+    for table in tables:
+        own, warm = ([{k: v for k, v in row.items() if k not in TIMINGS} for row in read_csv(tmp_path / server / table)] for server in ("false", "true"))
+        assert own == warm and own, table

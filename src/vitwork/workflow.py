@@ -15,21 +15,12 @@ from typing import Iterator
 
 import vitwork
 from vitwork.io import InputFileError
+from vitwork.job_server import job_clock
 
 # where jobs of one user on one machine take their GPUs (one lock file per device; the kernel frees a lock
 # when its job ends, killed or not)
 GPU_LOCK_DIR = Path(tempfile.gettempdir()) / f"vitwork-gpu-locks-{os.getuid()}"
 GPU_WAIT_S = 2.0
-
-
-def process_age() -> float | None:
-    """Seconds since this process started (Linux /proc, 10 ms resolution), None where unknown."""
-    try:
-        stat = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-        booted_for = float(Path("/proc/uptime").read_text().split()[0])
-    except (OSError, IndexError, ValueError):
-        return None
-    return booted_for - int(stat[19]) / os.sysconf("SC_CLK_TCK")  # field 22: start time in ticks after boot
 
 
 def start_up_line(start_up: float | None, start_up_cpu: float, total: float | None, total_cpu: float) -> str:
@@ -105,7 +96,7 @@ def job_log(snakemake):
     SystemExit (e.g. pre-emption's exit code) passes unchanged, anything else leaves its traceback in the log.
     A job that succeeds ends its log with `start_up_line`: entering this block is its first computation.
     """
-    age, cpu = process_age(), time.process_time()
+    age, cpu = job_clock()  # the job's process's, also when a job server's child runs it
     # the imports' objects (torch, sympy, ...) live until the job ends: frozen, no garbage collection scans them,
     # neither during the job nor at the interpreter's exit (which otherwise costs a torch job ~1 CPU-s, measured);
     # a script that disabled collection for its imports gets it back here
@@ -128,7 +119,7 @@ def job_log(snakemake):
                 os.environ["CUDA_VISIBLE_DEVICES"] = device  # read when CUDA starts, after this point
                 print(f"pinned to GPU {device} (of {','.join(pool)})", flush=True)
             yield
-            print(start_up_line(age, cpu, process_age(), time.process_time()), flush=True)
+            print(start_up_line(age, cpu, *job_clock()), flush=True)
         except SystemExit:
             raise
         except InputFileError as error:

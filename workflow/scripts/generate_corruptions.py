@@ -1,8 +1,8 @@
 """Rule generate_corruptions (config `combined_jobs`): every corruption set and labels.npy in one process."""
 
-import gc
+from vitwork.job_server import hand_off
 
-gc.disable()  # job_log enables it: no collection need scan the imports' objects (~0.6 CPU-s for torch)
+hand_off()  # the study's warm job server runs this job when it has one (config job_server)
 
 from pathlib import Path  # noqa: E402
 

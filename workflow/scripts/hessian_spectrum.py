@@ -1,8 +1,8 @@
 """Rule hessian_spectrum: Hessian eigenvalues of the augmented training loss per mini-batch (resumable)."""
 
-import gc
+from vitwork.job_server import hand_off
 
-gc.disable()  # job_log enables it: no collection need scan the imports' objects (~0.6 CPU-s for torch)
+hand_off()  # the study's warm job server runs this job when it has one (config job_server)
 
 from vitwork.analysis import hessian_spectrum_table  # noqa: E402
 from vitwork.workflow import job_log  # noqa: E402

@@ -1,8 +1,8 @@
 """Rule train: train (or resume) one run; on SIGTERM/SIGUSR1 save, log one line and exit 143 so a retry resumes."""
 
-import gc
+from vitwork.job_server import hand_off
 
-gc.disable()  # job_log enables it: no collection need scan the imports' objects (~0.6 CPU-s for torch)
+hand_off()  # the study's warm job server runs this job when it has one (config job_server)
 
 import sys  # noqa: E402
 

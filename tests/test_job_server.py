@@ -1,0 +1,186 @@
+"""The job server (config `job_server`): jobs run in warm forks of one process, with their own streams, working
+directory, environment, arguments, exit status and signals; without a server a job runs in its own process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from vitwork import job_server
+
+REPO = Path(__file__).resolve().parents[1]
+
+# a job script as Snakemake's are: hand_off() first, then the job
+JOB = """
+from vitwork.job_server import hand_off
+
+hand_off()
+import os, signal, sys, time
+from pathlib import Path
+warm = "torch" in sys.modules  # imported before this line only in a server's child
+print(f"pid={os.getpid()} ppid={os.getppid()} warm={warm} cwd={os.getcwd()} argv={sys.argv[1:]} "
+      f"setting={os.environ.get('JOB_SETTING')}", flush=True)
+print("to stderr", file=sys.stderr, flush=True)
+mode = sys.argv[1] if len(sys.argv) > 1 else ""
+if mode == "fail":
+    raise RuntimeError("the job's own error")
+if mode == "wait":
+    def stop(signum, frame):
+        Path("stopped").write_text(signal.Signals(signum).name)
+        sys.exit(143)
+    signal.signal(signal.SIGTERM, stop)
+    Path("ready").touch()
+    time.sleep(60)
+sys.exit(int(mode) if mode.isdigit() else 0)
+"""
+
+
+def environment(address: str | Path, server_pid: int | None = None, threads: int = 1) -> dict:
+    """A job's environment as Snakemake makes it (thread variables set to the job's threads), for a server of 1 thread."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), job_server.SOCKET_ENV: str(address), "JOB_SETTING": "seven",
+           job_server.THREADS_ENV: "1", **{name: str(threads) for name in job_server.THREAD_VARIABLES}}
+    env.pop(job_server.PID_ENV, None)
+    return env if server_pid is None else {**env, job_server.PID_ENV: str(server_pid)}
+
+
+def fields(stdout: str) -> dict:
+    return dict(item.split("=", 1) for item in stdout.split("\n")[0].split(" ") if "=" in item)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A server started as the Snakefile starts one (here for this test process), and its log."""
+    folder = tmp_path_factory.mktemp("server")
+    address, log = str(folder / "jobs.sock"), folder / "job_server.log"
+    process = job_server.start(address, str(log), threads=1)
+    for name in (job_server.SOCKET_ENV, job_server.PID_ENV, job_server.THREADS_ENV):
+        os.environ.pop(name)  # only the jobs below get them
+    yield process, address, log
+    job_server.stop(process)
+    assert process.returncode == 0 and not Path(address).exists(), log.read_text()
+
+
+@pytest.fixture
+def job(tmp_path):
+    script = tmp_path / "job.py"
+    script.write_text(JOB)
+    (tmp_path / "work").mkdir()
+
+    def start(address, *args, server=None, threads=1, **kwargs):
+        """The job, told of `address` and, when given, of the server process (it then waits for it to listen)."""
+        env = environment(address, server.pid if server else None, threads)
+        return subprocess.Popen([sys.executable, str(script), *args], cwd=tmp_path / "work", env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+    return start, tmp_path / "work"
+
+
+def test_a_job_runs_warm_in_a_child_of_the_server_with_its_own_streams_directory_and_environment(server, job):
+    process, address, log = server
+    start, work = job
+    out, err = start(address, "3", "x y", server=process).communicate(timeout=60)
+    seen = fields(out)
+    assert seen["ppid"] == str(process.pid) and seen["warm"] == "True"  # forked from the server, torch already in
+    assert seen["cwd"] == str(work) and seen["setting"] == "seven"
+    assert "argv=['3', 'x y']" in out and err == "to stderr\n"
+    assert f"process {seen['pid']} (job.py) exited 3" in log.read_text()
+
+
+def test_a_job_of_another_thread_count_runs_in_its_own_process(server, job):
+    """The server's OpenBLAS/OpenMP were loaded for 1 thread: a 2-thread job would not compute as in its own process."""
+    process, address, _ = server
+    start, _ = job
+    other = start(address, server=process, threads=2)
+    out, _ = other.communicate(timeout=120)
+    assert other.returncode == 0 and fields(out)["pid"] == str(other.pid) and fields(out)["warm"] == "False"
+
+
+def test_the_job_exit_status_and_traceback_come_back(server, job):
+    process, address, _ = server
+    start, _ = job
+    ok = start(address, server=process)
+    assert ok.wait(60) == 0
+    failed = start(address, "fail", server=process)
+    out, err = failed.communicate(timeout=60)
+    assert failed.returncode == 1 and "RuntimeError: the job's own error" in err and "Traceback" in err
+
+
+def test_signals_to_the_job_process_reach_the_child(server, job):
+    process, address, _ = server
+    start, work = job
+    running = start(address, "wait", server=process)
+    deadline = time.monotonic() + 60
+    while not (work / "ready").exists():
+        assert running.poll() is None and time.monotonic() < deadline
+        time.sleep(0.1)
+    running.send_signal(signal.SIGTERM)
+    assert running.wait(60) == 143 and (work / "stopped").read_text() == "SIGTERM"  # e.g. a training's pre-emption
+
+
+def test_ctrl_c_ends_the_job_as_it_ends_a_job_of_its_own_process(server, job):
+    process, address, _ = server
+    start, work = job
+    running = start(address, "wait", server=process)
+    deadline = time.monotonic() + 60
+    while not (work / "ready").exists():
+        assert running.poll() is None and time.monotonic() < deadline
+        time.sleep(0.1)
+    running.send_signal(signal.SIGINT)
+    _, err = running.communicate(timeout=60)
+    assert running.returncode == 130 and "KeyboardInterrupt" in err
+
+
+def test_a_killed_job_process_stops_its_child(server, job):
+    process, address, log = server
+    start, work = job
+    running = start(address, "wait", server=process)
+    deadline = time.monotonic() + 60
+    while not (work / "ready").exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    child = fields(running.stdout.readline())["pid"]
+    running.kill()  # SIGKILL: nothing of the job's process runs, its connection closes
+    running.wait(60)
+    while f"process {child} (job.py) exited 143" not in log.read_text():
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.1)
+    assert (work / "stopped").read_text() == "SIGTERM"
+
+
+def test_without_a_server_the_job_runs_in_its_own_process(job, tmp_path):
+    """No socket, and the server process named is gone (e.g. it refused to serve): no wait, the job runs here."""
+    start, _ = job
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    alone = start(tmp_path / "no-such.sock", "4", server=gone)
+    out, _ = alone.communicate(timeout=120)
+    seen = fields(out)
+    assert alone.returncode == 4 and seen["pid"] == str(alone.pid) and seen["warm"] == "False"
+
+
+def test_the_server_stops_when_its_snakemake_process_is_gone(tmp_path):
+    """--parent names the process whose end stops the server (here one that is not its parent: gone at once)."""
+    address = tmp_path / "jobs.sock"
+    done = subprocess.run([sys.executable, "-m", "vitwork.job_server", str(address), "--parent", "1"], env=environment(""),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "its Snakemake process is gone; stopping" in done.stdout
+    assert not address.exists()
+
+
+def test_a_server_childs_clock_starts_with_the_job_process(monkeypatch):
+    """The start-up a job's log reports includes what its own process spent before handing off."""
+    monkeypatch.setenv(job_server.CHILD_ENV, "1")
+    monkeypatch.setenv(job_server.STARTED_ENV, repr(time.time() - 2.0))
+    monkeypatch.setenv(job_server.CPU_ENV, "0.25")
+    age, cpu = job_server.job_clock()
+    assert 2.0 <= age < 60 and cpu >= 0.25
+    monkeypatch.delenv(job_server.CHILD_ENV)
+    own_age, own_cpu = job_server.job_clock()  # not a child: this process's own clock
+    assert own_age is None or own_age > 0
+    assert abs(own_cpu - (cpu - 0.25)) < 0.5
