@@ -81,6 +81,15 @@ def job(tmp_path):
     return start, tmp_path / "work"
 
 
+def waiting(running: subprocess.Popen, work: Path) -> subprocess.Popen:
+    """`running` (a "wait" job) once its SIGTERM handler is in place."""
+    deadline = time.monotonic() + 60
+    while not (work / "ready").exists():
+        assert running.poll() is None and time.monotonic() < deadline
+        time.sleep(0.1)
+    return running
+
+
 def test_a_job_runs_warm_in_a_child_of_the_server_with_its_own_streams_directory_and_environment(server, job):
     process, address, log = server
     start, work = job
@@ -114,11 +123,7 @@ def test_the_job_exit_status_and_traceback_come_back(server, job):
 def test_signals_to_the_job_process_reach_the_child(server, job):
     process, address, _ = server
     start, work = job
-    running = start(address, "wait", server=process)
-    deadline = time.monotonic() + 60
-    while not (work / "ready").exists():
-        assert running.poll() is None and time.monotonic() < deadline
-        time.sleep(0.1)
+    running = waiting(start(address, "wait", server=process), work)
     running.send_signal(signal.SIGTERM)
     assert running.wait(60) == 143 and (work / "stopped").read_text() == "SIGTERM"  # e.g. a training's pre-emption
 
@@ -126,11 +131,7 @@ def test_signals_to_the_job_process_reach_the_child(server, job):
 def test_ctrl_c_ends_the_job_as_it_ends_a_job_of_its_own_process(server, job):
     process, address, _ = server
     start, work = job
-    running = start(address, "wait", server=process)
-    deadline = time.monotonic() + 60
-    while not (work / "ready").exists():
-        assert running.poll() is None and time.monotonic() < deadline
-        time.sleep(0.1)
+    running = waiting(start(address, "wait", server=process), work)
     running.send_signal(signal.SIGINT)
     _, err = running.communicate(timeout=60)
     assert running.returncode == 130 and "KeyboardInterrupt" in err
@@ -139,11 +140,8 @@ def test_ctrl_c_ends_the_job_as_it_ends_a_job_of_its_own_process(server, job):
 def test_a_killed_job_process_stops_its_child(server, job):
     process, address, log = server
     start, work = job
-    running = start(address, "wait", server=process)
+    running = waiting(start(address, "wait", server=process), work)
     deadline = time.monotonic() + 60
-    while not (work / "ready").exists():
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
     child = fields(running.stdout.readline())["pid"]
     running.kill()  # SIGKILL: nothing of the job's process runs, its connection closes
     running.wait(60)
