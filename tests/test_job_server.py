@@ -3,7 +3,6 @@ directory, environment, arguments, exit status and signals; without a server a j
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -12,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from vitwork import job_server
-
-REPO = Path(__file__).resolve().parents[1]
+from vitwork import job_server as server_module
+from vitwork.job_server import CHILD_ENV, CPU_ENV, PID_ENV, SOCKET_ENV, STARTED_ENV
 
 # a job script as Snakemake's are: hand_off() first, then the job
 JOB = """
@@ -41,40 +39,28 @@ sys.exit(int(mode) if mode.isdigit() else 0)
 """
 
 
-def environment(address: str | Path, server_pid: int | None = None, threads: int = 1) -> dict:
-    """A job's environment as Snakemake makes it (thread variables set to the job's threads), for a server of 1 thread."""
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), job_server.SOCKET_ENV: str(address), "JOB_SETTING": "seven",
-           job_server.THREADS_ENV: "1", **{name: str(threads) for name in job_server.THREAD_VARIABLES}}
-    env.pop(job_server.PID_ENV, None)
-    return env if server_pid is None else {**env, job_server.PID_ENV: str(server_pid)}
-
-
 def fields(stdout: str) -> dict:
     return dict(item.split("=", 1) for item in stdout.split("\n")[0].split(" ") if "=" in item)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """A server started as the Snakefile starts one (here for this test process), and its log."""
-    folder = tmp_path_factory.mktemp("server")
-    address, log = str(folder / "jobs.sock"), folder / "job_server.log"
-    process = job_server.start(address, str(log), threads=1)
-    for name in (job_server.SOCKET_ENV, job_server.PID_ENV, job_server.THREADS_ENV):
-        os.environ.pop(name)  # only the jobs below get them
-    yield process, address, log
-    job_server.stop(process)
-    assert process.returncode == 0 and not Path(address).exists(), log.read_text()
+@pytest.fixture
+def server(job_server):
+    return job_server.process, job_server.address, job_server.log
 
 
 @pytest.fixture
-def job(tmp_path):
+def job(tmp_path, job_server):
     script = tmp_path / "job.py"
     script.write_text(JOB)
     (tmp_path / "work").mkdir()
 
     def start(address, *args, server=None, threads=1, **kwargs):
         """The job, told of `address` and, when given, of the server process (it then waits for it to listen)."""
-        env = environment(address, server.pid if server else None, threads)
+        env = job_server.env(threads, JOB_SETTING="seven", **{SOCKET_ENV: str(address)})
+        if server is None:
+            env.pop(PID_ENV)
+        else:
+            env[PID_ENV] = str(server.pid)
         return subprocess.Popen([sys.executable, str(script), *args], cwd=tmp_path / "work", env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
@@ -162,10 +148,10 @@ def test_without_a_server_the_job_runs_in_its_own_process(job, tmp_path):
     assert alone.returncode == 4 and seen["pid"] == str(alone.pid) and seen["warm"] == "False"
 
 
-def test_the_server_stops_when_its_snakemake_process_is_gone(tmp_path):
+def test_the_server_stops_when_its_snakemake_process_is_gone(tmp_path, job_server):
     """--parent names the process whose end stops the server (here one that is not its parent: gone at once)."""
     address = tmp_path / "jobs.sock"
-    done = subprocess.run([sys.executable, "-m", "vitwork.job_server", str(address), "--parent", "1"], env=environment(""),
+    done = subprocess.run([sys.executable, "-m", "vitwork.job_server", str(address), "--parent", "1"], env=job_server.env(),
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "its Snakemake process is gone; stopping" in done.stdout
     assert not address.exists()
@@ -173,12 +159,12 @@ def test_the_server_stops_when_its_snakemake_process_is_gone(tmp_path):
 
 def test_a_server_childs_clock_starts_with_the_job_process(monkeypatch):
     """The start-up a job's log reports includes what its own process spent before handing off."""
-    monkeypatch.setenv(job_server.CHILD_ENV, "1")
-    monkeypatch.setenv(job_server.STARTED_ENV, repr(time.time() - 2.0))
-    monkeypatch.setenv(job_server.CPU_ENV, "0.25")
-    age, cpu = job_server.job_clock()
+    monkeypatch.setenv(CHILD_ENV, "1")
+    monkeypatch.setenv(STARTED_ENV, repr(time.time() - 2.0))
+    monkeypatch.setenv(CPU_ENV, "0.25")
+    age, cpu = server_module.job_clock()
     assert 2.0 <= age < 60 and cpu >= 0.25
-    monkeypatch.delenv(job_server.CHILD_ENV)
-    own_age, own_cpu = job_server.job_clock()  # not a child: this process's own clock
+    monkeypatch.delenv(CHILD_ENV)
+    own_age, own_cpu = server_module.job_clock()  # not a child: this process's own clock
     assert own_age is None or own_age > 0
     assert abs(own_cpu - (cpu - 0.25)) < 0.5

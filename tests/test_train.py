@@ -4,6 +4,7 @@ checkpoints, the GPU path on CPU, evaluation cost."""
 import logging
 import math
 import os
+import pickle
 import random
 import shutil
 import signal
@@ -368,23 +369,27 @@ def test_training_leaves_the_callers_global_random_state_alone(tmp_path):
 
 # -- pre-emption as the job log shows it -------------------------------------------------------------------------
 
-JOB = """
-import pathlib, runpy, sys, types, torch
-spec, paths, run_dir, log = torch.load(sys.argv[1], weights_only=False)
+# a preamble that defines `snakemake`, put before the rule's script as Snakemake puts its own: the job is one file
+PREAMBLE = """
+import pickle, sys, types
+spec, paths, run_dir, log, scriptdir = pickle.load(open(sys.argv[1], "rb"))
 ns = types.SimpleNamespace
 snakemake = ns(params=ns(spec=spec, run_dir=str(run_dir), device="cpu"), threads=1, log=[str(log)],
                input=ns(train=str(paths[0]), test=str(paths[1]), meta=str(paths[2]), subset=str(paths[3])),
-               scriptdir=str(pathlib.Path(sys.argv[2]).parent), resources=ns())
-runpy.run_path(sys.argv[2], init_globals={"snakemake": snakemake}, run_name="__main__")
+               scriptdir=scriptdir, resources=ns())
 """
 
 
-def test_sigterm_logs_one_line_and_exits_for_a_retry(tmp_path, repo):
+@pytest.mark.parametrize("process_kind", ["own process", "job server"])
+def test_sigterm_logs_one_line_and_exits_for_a_retry(tmp_path, repo, process_kind, request):
+    """The job in its own process, or (config job_server) in a fork of the server that its process passes SIGTERM to."""
     spec, paths = tiny_spec(tmp_path, epochs=400)
     log = tmp_path / "train.log"
-    torch.save((spec, paths, tmp_path / "run", log), tmp_path / "args.pt")
-    (tmp_path / "job.py").write_text(JOB)
-    process = subprocess.Popen([sys.executable, tmp_path / "job.py", tmp_path / "args.pt", repo / "workflow" / "scripts" / "train.py"])
+    scripts = repo / "workflow" / "scripts"
+    (tmp_path / "args.pkl").write_bytes(pickle.dumps((spec, paths, tmp_path / "run", log, str(scripts))))
+    (tmp_path / "job.py").write_text(PREAMBLE + (scripts / "train.py").read_text())
+    env = request.getfixturevalue("job_server").env() if process_kind == "job server" else None
+    process = subprocess.Popen([sys.executable, tmp_path / "job.py", tmp_path / "args.pkl"], env=env)
     metrics = tmp_path / "run" / "work" / "metrics.jsonl"
     deadline = time.time() + 120
     while not (metrics.exists() and metrics.read_text().count("\n") >= 2) and time.time() < deadline:
@@ -398,6 +403,8 @@ def test_sigterm_logs_one_line_and_exits_for_a_retry(tmp_path, repo):
     position = state["position"]
     assert f"pre-empted at epoch {position['epoch']}, step {position['step_in_epoch']}; checkpoint saved\n" in text
     assert "Traceback" not in text and "SystemExit" not in text and text.count("pre-empted") == 1
+    if process_kind == "job server":
+        assert f"(job.py) exited {PREEMPTED_EXIT_CODE} after" in request.getfixturevalue("job_server").log.read_text()
 
 
 # -- evaluation cost ---------------------------------------------------------------------------------------------
