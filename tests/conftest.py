@@ -2,6 +2,7 @@
 server for jobs started by tests."""
 
 import os
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -37,6 +38,10 @@ def job_server(tmp_path_factory):
     address, log = str(folder / "jobs.sock"), folder / "job_server.log"
     process = server.start(address, str(log), threads=1)
     mine = {name: os.environ.pop(name) for name in (server.SOCKET_ENV, server.PID_ENV, server.THREADS_ENV)}
+    deadline = time.monotonic() + 300  # its imports, on a loaded machine: not part of any test's own timeout
+    while not Path(address).exists():
+        assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.2)
 
     def env(threads: int = 1, **extra) -> dict:
         variables = {name: str(threads) for name in server.THREAD_VARIABLES}

@@ -3,6 +3,7 @@ directory, environment, arguments, exit status and signals; without a server a j
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -100,16 +101,58 @@ def test_the_job_exit_status_and_traceback_come_back(server, job):
     process, address, _ = server
     start, _ = job
     ok = start(address, server=process)
-    assert ok.wait(60) == 0
+    out, _ = ok.communicate(timeout=60)
+    assert ok.returncode == 0 and fields(out)["ppid"] == str(process.pid)
     failed = start(address, "fail", server=process)
     out, err = failed.communicate(timeout=60)
     assert failed.returncode == 1 and "RuntimeError: the job's own error" in err and "Traceback" in err
+    assert fields(out)["ppid"] == str(process.pid)
+
+
+def test_a_message_is_read_to_its_end_and_no_further():
+    """A child that ends at once: its job process may find the pid and the exit status in one read."""
+    import socket
+
+    mine, theirs = socket.socketpair()
+    server_module._send(theirs, {"pid": 12})
+    server_module._send(theirs, {"exit": 3})
+    theirs.close()
+    assert server_module._receive(mine) == ({"pid": 12}, [])
+    assert server_module._receive(mine) == ({"exit": 3}, [])
+    assert server_module._receive(mine) == (None, [])
+
+
+def test_the_server_keeps_no_descriptor_of_a_finished_job(server, job):
+    process, address, _ = server
+    start, _ = job
+    descriptors = Path(f"/proc/{process.pid}/fd")
+    before = len(list(descriptors.iterdir()))
+    for _ in range(3):
+        assert start(address, server=process).wait(60) == 0
+    deadline = time.monotonic() + 10
+    while len(list(descriptors.iterdir())) > before:  # a connection closes just after its job's status is sent
+        assert time.monotonic() < deadline, sorted(str(fd.resolve()) for fd in descriptors.iterdir())
+        time.sleep(0.1)
+
+
+def test_a_socket_nobody_listens_on_leaves_the_job_to_its_own_process(server, job, tmp_path):
+    import socket
+
+    process, _, _ = server
+    start, _ = job
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(tmp_path / "stale.sock"))  # a socket file left by a killed server
+    stale.close()
+    alone = start(tmp_path / "stale.sock", "4", server=process)
+    out, _ = alone.communicate(timeout=120)
+    assert alone.returncode == 4 and fields(out)["pid"] == str(alone.pid)
 
 
 def test_signals_to_the_job_process_reach_the_child(server, job):
     process, address, _ = server
     start, work = job
     running = waiting(start(address, "wait", server=process), work)
+    assert fields(running.stdout.readline())["ppid"] == str(process.pid)
     running.send_signal(signal.SIGTERM)
     assert running.wait(60) == 143 and (work / "stopped").read_text() == "SIGTERM"  # e.g. a training's pre-emption
 
@@ -123,18 +166,36 @@ def test_ctrl_c_ends_the_job_as_it_ends_a_job_of_its_own_process(server, job):
     assert running.returncode == 130 and "KeyboardInterrupt" in err
 
 
-def test_a_killed_job_process_stops_its_child(server, job):
+def test_a_killed_job_process_kills_its_child(server, job):
+    """SIGKILL ends a job of its own process at once, its handlers unrun: the same for the child."""
     process, address, log = server
     start, work = job
     running = waiting(start(address, "wait", server=process), work)
     deadline = time.monotonic() + 60
     child = fields(running.stdout.readline())["pid"]
-    running.kill()  # SIGKILL: nothing of the job's process runs, its connection closes
+    running.kill()  # nothing of the job's process runs; its connection closes
     running.wait(60)
-    while f"process {child} (job.py) exited 143" not in log.read_text():
+    while f"process {child} (job.py) exited {128 + signal.SIGKILL}" not in log.read_text():
         assert time.monotonic() < deadline, log.read_text()
         time.sleep(0.1)
-    assert (work / "stopped").read_text() == "SIGTERM"
+    assert not (work / "stopped").exists()
+
+
+def test_a_server_that_dies_under_a_job_stops_its_child_before_the_job_fails(job, tmp_path, job_server):
+    """The job's process sends the orphaned child SIGTERM and waits for it (a training saves its checkpoint)."""
+    start, work = job
+    address = str(tmp_path / "own.sock")
+    own = server_module.start(address, str(tmp_path / "own.log"), threads=1)
+    for name in (SOCKET_ENV, PID_ENV, server_module.THREADS_ENV):
+        os.environ.pop(name)
+    running = waiting(start(address, "wait", server=own), work)
+    child = int(fields(running.stdout.readline())["pid"])
+    assert int(fields(Path(f"/proc/{child}/status").read_text().replace(":\t", "=").replace("\n", " "))["PPid"]) == own.pid
+    own.kill()
+    own.wait(60)
+    _, err = running.communicate(timeout=60)
+    assert running.returncode == 1 and "the job server stopped before this job" in err
+    assert (work / "stopped").read_text() == "SIGTERM" and not server_module._alive(child)  # ended (maybe unreaped)
 
 
 def test_without_a_server_the_job_runs_in_its_own_process(job, tmp_path):

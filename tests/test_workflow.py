@@ -604,8 +604,8 @@ def test_jobs_in_the_job_server_write_what_jobs_in_their_own_processes_write(tmp
     for script in ("train", "analyses"):  # both runs' training and analysis jobs, each exited 0
         assert len(re.findall(rf"\(tmp\w+\.{script}\.py\) exited 0 after", served)) == 2, served
     assert "exited 1" not in served
-    server_pid = int(re.search(r"serving on \S+ \(process (\d+)\)", served).group(1))
-    assert not Path(f"/proc/{server_pid}").exists()  # stopped with the run
+    address, server_pid = re.search(r"serving on (\S+) \(process (\d+)\)", served).groups()
+    assert not Path(f"/proc/{server_pid}").exists() and not Path(address).parent.exists()  # stopped with the run
     for run in runs:
         own, warm = (torch.load(tmp_path / server / run / "checkpoints" / "last.pt", map_location="cpu") for server in ("false", "true"))
         assert own["model"].keys() == warm["model"].keys()

@@ -6,9 +6,10 @@ starts one server process that imports the library once (`serve`). Every job scr
 the job's own process sends its script, arguments, working directory, environment and standard streams to the
 server, which forks a child that runs the script from the top, already warm. The job's process stays the job
 for Snakemake: it passes on the signals it gets (Ctrl-C, SIGTERM, SIGUSR1) to the child, and exits with the
-child's exit status; a child whose job process is gone is sent SIGTERM. A job started while the server is still
-importing waits for it. Without a server (not configured, gone, or refusing to serve), or for a job of another
-thread count than the server's, `hand_off()` returns and the job runs in its own process as before.
+child's exit status; a child whose job process was killed (SIGKILL, the one signal it cannot pass on) is killed
+too. A job started while the server is still importing waits for it. Without a server (not configured, gone, or
+refusing to serve), or for a job of another thread count than the server's, `hand_off()` returns and the job runs
+in its own process as before. The socket lies in a folder only this user can enter.
 
 Hand-written: multiprocessing's forkserver forks only for the process that started it, not for Snakemake's jobs.
 """
@@ -37,6 +38,7 @@ CHILD_ENV = "VITWORK_JOB_SERVER_CHILD"  # set in a server's child: the job runs 
 STARTED_ENV = "VITWORK_JOB_STARTED"  # when the job's own process started (epoch seconds) ...
 CPU_ENV = "VITWORK_JOB_CPU"  # ... and the CPU seconds it spent before handing off: the job's clock
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
+SERVER_SIGNALS = {signal.SIGTERM, signal.SIGCHLD}  # the server's own handlers
 _HEADER = struct.Struct("!I")
 
 
@@ -88,16 +90,33 @@ def _send(sock: socket.socket, message: dict, fds: list[int] = ()) -> None:
 
 
 def _receive(sock: socket.socket, max_fds: int = 0) -> tuple[dict | None, list[int]]:
-    """One message (and the descriptors sent with it); None at end of stream."""
-    data, fds, _, _ = socket.recv_fds(sock, 1 << 16, max_fds)
-    if not data:
-        return None, fds
-    while len(data) < _HEADER.size or len(data) < _HEADER.size + _HEADER.unpack_from(data)[0]:
-        more = sock.recv(1 << 16)
+    """One message (and the descriptors sent with it), read to its last byte and no further (the next message
+    may already be waiting); None at end of stream. Descriptors of a message that cannot be read are closed."""
+    header, fds, _, _ = socket.recv_fds(sock, _HEADER.size, max_fds)
+    try:
+        header += _read_exactly(sock, _HEADER.size - len(header)) if header else b""
+        if len(header) < _HEADER.size:
+            raise EOFError
+        payload = _read_exactly(sock, _HEADER.unpack(header)[0])
+        return json.loads(payload), fds
+    except EOFError:
+        for fd in fds:
+            os.close(fd)
+        return None, []
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+
+
+def _read_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        more = sock.recv(size - len(data))
         if not more:
-            return None, fds
+            raise EOFError
         data += more
-    return json.loads(data[_HEADER.size : _HEADER.size + _HEADER.unpack_from(data)[0]]), fds
+    return data
 
 
 def _job_started() -> float:
@@ -129,11 +148,39 @@ def _wait_for(address: str, pid: str | None) -> bool:
     return True
 
 
+class _Forwarder:
+    """Signal handlers of the job's process while a child runs its job: a signal goes to the child, or waits
+    until the child is known; `cancel` restores the handlers and delivers what waited to this process."""
+
+    def __init__(self):
+        self.child: int | None = None
+        self.pending: list[int] = []
+        self.previous = {signum: signal.signal(signum, self) for signum in FORWARDED}
+
+    def __call__(self, signum, frame) -> None:
+        if self.child is None:
+            self.pending.append(signum)
+        else:
+            _kill(self.child, signum)
+
+    def started(self, child: int) -> None:
+        self.child = child
+        for signum in self.pending:
+            _kill(child, signum)
+
+    def cancel(self) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        for signum in self.pending:
+            signal.raise_signal(signum)
+
+
 def run_in_server(address: str, argv: list[str]) -> int | None:
     """Run the script `argv[0]` in a child of the server at `address`; its exit status, or None when no server
-    takes the job (then nothing has run)."""
+    takes the job (then nothing has run). Signals this process gets from the moment it asks go to the child."""
     if not _wait_for(address, os.environ.get(PID_ENV)):
         return None
+    forwarder = _Forwarder()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(address)
@@ -145,30 +192,41 @@ def run_in_server(address: str, argv: list[str]) -> int | None:
         _send(sock, request, [0, 1, 2])
         reply, _ = _receive(sock)
     except OSError:
+        reply = None
+    if reply is None or "pid" not in reply:  # no server, or it cannot take this job: it runs here
         sock.close()
-        return None  # no server, not ready yet, or it cannot take this job: run it here
-    if reply is None or "pid" not in reply:
-        sock.close()
+        forwarder.cancel()
         return None
     child = reply["pid"]
-
-    def forward(signum, frame):
-        try:
-            os.kill(child, signum)
-        except ProcessLookupError:
-            pass
-
-    for signum in FORWARDED:
-        signal.signal(signum, forward)
+    try:
+        handle = os.pidfd_open(child)  # the child itself, even once its pid is reused
+    except (AttributeError, OSError):
+        handle = None
+    forwarder.started(child)
     try:
         reply, _ = _receive(sock)
     except OSError:
         reply = None
-    if reply is None:  # the server stopped before the child: stop the child, fail the job
-        forward(signal.SIGTERM, None)
+    if reply is None:  # the server stopped before the child: stop the child, wait for it, fail the job
         print(f"vitwork: the job server stopped before this job (process {child}) ended", file=sys.stderr)
+        if handle is not None:
+            _stop_and_wait(handle)
+        else:
+            _kill(child, signal.SIGTERM)
         return 1
     return int(reply["exit"])
+
+
+def _stop_and_wait(handle: int, timeout: float = 60.0) -> None:
+    """SIGTERM to the process of pidfd `handle`, then wait (at most `timeout`) until it has ended: a training
+    saves its checkpoint before Snakemake may start the job again."""
+    import select
+
+    try:
+        signal.pidfd_send_signal(handle, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    select.select([handle], [], [], timeout)  # readable once the process has ended
 
 
 # -- the server's side ------------------------------------------------------------------------------------------
@@ -193,6 +251,7 @@ def _run_child(request: dict, fds: list[int]) -> None:
         for signum in (*FORWARDED, signal.SIGCHLD):  # as a new interpreter has them: Ctrl-C a KeyboardInterrupt
             signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
         signal.set_wakeup_fd(-1)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SERVER_SIGNALS)  # a SIGTERM sent meanwhile arrives now
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
             os.close(fd)
@@ -203,6 +262,9 @@ def _run_child(request: dict, fds: list[int]) -> None:
         import tempfile
 
         tempfile.tempdir = None  # found again from the job's TMPDIR
+        unbuffered = bool(os.environ.get("PYTHONUNBUFFERED"))  # streams buffered as a new interpreter's would be
+        sys.stdout.reconfigure(line_buffering=unbuffered or os.isatty(1), write_through=unbuffered)
+        sys.stderr.reconfigure(line_buffering=True, write_through=unbuffered)
         script, *arguments = request["argv"]
         sys.argv = [script, *arguments]
         sys.path[0] = os.path.dirname(script)  # as `python script` sets it
@@ -222,9 +284,12 @@ def _run_child(request: dict, fds: list[int]) -> None:
         if isinstance(error, KeyboardInterrupt):
             code = 128 + signal.SIGINT  # as an interpreter that a Ctrl-C ended reports it
     finally:
-        import logging
+        import atexit
 
-        logging.shutdown()
+        try:
+            atexit._run_exitfuncs()  # what an interpreter's exit runs (logging's shutdown among them)
+        except BaseException:  # noqa: BLE001 - an exit function's error must not change the job's status
+            pass
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
@@ -277,8 +342,9 @@ class Server:
         signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes the selector through the wakeup fd
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the jobs through their own processes
-        if os.path.exists(self.address):
-            os.unlink(self.address)  # a socket left by a server that was killed
+        for stale in (self.address, self.address + ".new"):  # left by a server that was killed
+            if os.path.exists(stale):
+                os.unlink(stale)
         self.listener.bind(self.address + ".new")
         self.listener.listen(64)
         os.replace(self.address + ".new", self.address)  # jobs connect only once it listens
@@ -292,7 +358,8 @@ class Server:
                     self._stop()
                 for key, _ in self.selector.select(timeout=1.0):
                     if key.fileobj is self.listener:
-                        self._accept()
+                        if not self.stopping:  # SIGTERM may have closed it since select returned
+                            self._accept()
                     elif key.fileobj is self.wake_read:
                         while True:
                             try:
@@ -331,39 +398,52 @@ class Server:
             print(f"vitwork job server: a job's request could not be read: {error}", flush=True)
             conn.close()
             return
-        if request is None or len(fds) != 3 or self.stopping:
+        valid = isinstance(request, dict) and {"argv", "cwd", "env"} <= set(request) and len(fds) == 3
+        if not valid or self.stopping:
             for fd in fds:
                 os.close(fd)
             conn.close()  # the job runs in its own process
             return
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
-        pid = os.fork()
+        # no handler of the server's may run in the child, and none may miss a child not yet registered
+        signal.pthread_sigmask(signal.SIG_BLOCK, SERVER_SIGNALS)
+        try:
+            pid = os.fork()
+        except OSError as error:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, SERVER_SIGNALS)
+            print(f"vitwork job server: cannot fork ({error}); the job runs in its own process", flush=True)
+            for fd in fds:
+                os.close(fd)
+            conn.close()
+            return
         if pid == 0:
             self.selector.close()
             for sock in (self.listener, self.wake_read, self.wake_write, conn, *self.children.values()):
                 sock.close()
-            _run_child(request, fds)
+            _run_child(request, fds)  # unblocks the signals once the job's dispositions are in place
         for fd in fds:
             os.close(fd)
         self.children[pid] = conn
         self.jobs[pid] = (os.path.basename(request["argv"][0]), time.perf_counter())
         print(f"vitwork job server: process {pid} runs {self.jobs[pid][0]}", flush=True)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SERVER_SIGNALS)
         try:
             _send(conn, {"pid": pid})
         except OSError:
-            _kill(pid, signal.SIGTERM)
+            _kill(pid, signal.SIGKILL)
         self.selector.register(conn, selectors.EVENT_READ, pid)
 
     def _job_connection(self, conn: socket.socket, pid: int) -> None:
-        """The job's process closed its end (it was killed): stop its child."""
+        """The job's process closed its end: only SIGKILL ends it without passing a signal on, so the child
+        gets SIGKILL too, as a job of its own process would have."""
         try:
             data = conn.recv(1)
         except OSError:
             data = b""
         if not data:
             self.selector.unregister(conn)
-            _kill(pid, signal.SIGTERM)
+            _kill(pid, signal.SIGKILL)
 
     def _reap(self) -> None:
         while self.children:
@@ -420,13 +500,14 @@ def serve(address: str, parent: int | None = None) -> int:
 
 
 def default_address() -> str:
-    """A socket path for a server of this process: in the temporary folder (or /tmp where that path would be
-    too long for a Unix socket), named by user and process."""
+    """A socket path for a new server: in a new folder only this user can enter (no one else can connect, or
+    put a socket there first), under the temporary folder, or /tmp where that path would be too long for a
+    Unix socket. `stop` removes it."""
     import tempfile
 
-    name = f"vitwork-jobs-{os.getuid()}-{os.getpid()}.sock"
-    folder = tempfile.gettempdir()
-    return os.path.join(folder if len(folder) + len(name) < 100 else "/tmp", name)
+    parent = tempfile.gettempdir()
+    folder = tempfile.mkdtemp(prefix="vitwork-jobs-", dir=parent if len(parent) < 80 else "/tmp")
+    return os.path.join(folder, "socket")
 
 
 def start(address: str, log_path: str, threads: int) -> "subprocess.Popen":
@@ -450,6 +531,7 @@ def stop(server: "subprocess.Popen", timeout: float = 30.0) -> None:
     """Stop a server started by `start` (its running children get SIGTERM) and wait for it."""
     import subprocess
 
+    address = os.environ.get(SOCKET_ENV)
     for name in (SOCKET_ENV, PID_ENV, THREADS_ENV):
         os.environ.pop(name, None)
     if server.poll() is None:
@@ -458,6 +540,11 @@ def stop(server: "subprocess.Popen", timeout: float = 30.0) -> None:
             server.wait(timeout)
         except subprocess.TimeoutExpired:
             server.kill()
+            server.wait()
+    if address and os.path.basename(os.path.dirname(address)).startswith("vitwork-jobs-"):
+        import shutil
+
+        shutil.rmtree(os.path.dirname(address), ignore_errors=True)  # default_address's folder
 
 
 def main(argv: list[str] | None = None) -> int:
