@@ -37,7 +37,7 @@ def job_server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("job_server")
     address, log = str(folder / "jobs.sock"), folder / "job_server.log"
     process = server.start(address, str(log), threads=1)
-    mine = {name: os.environ.pop(name) for name in (server.SOCKET_ENV, server.PID_ENV, server.THREADS_ENV)}
+    mine = {name: os.environ.pop(name) for name in server.SERVER_VARIABLES}
     deadline = time.monotonic() + 300  # its imports, on a loaded machine: not part of any test's own timeout
     while not Path(address).exists():
         assert process.poll() is None and time.monotonic() < deadline, log.read_text()

@@ -186,7 +186,7 @@ def test_a_server_that_dies_under_a_job_stops_its_child_before_the_job_fails(job
     start, work = job
     address = str(tmp_path / "own.sock")
     own = server_module.start(address, str(tmp_path / "own.log"), threads=1)
-    for name in (SOCKET_ENV, PID_ENV, server_module.THREADS_ENV):
+    for name in server_module.SERVER_VARIABLES:
         os.environ.pop(name)
     running = waiting(start(address, "wait", server=own), work)
     child = int(fields(running.stdout.readline())["pid"])

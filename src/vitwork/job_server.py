@@ -34,6 +34,7 @@ THREADS_ENV = "VITWORK_JOB_SERVER_THREADS"  # the thread count its libraries wer
 # the server computes as a job of its own process only if its values are the server's
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "GOTO_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                     "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+SERVER_VARIABLES = (SOCKET_ENV, PID_ENV, THREADS_ENV)  # what `start` sets for the jobs of this process
 CHILD_ENV = "VITWORK_JOB_SERVER_CHILD"  # set in a server's child: the job runs here
 STARTED_ENV = "VITWORK_JOB_STARTED"  # when the job's own process started (epoch seconds) ...
 CPU_ENV = "VITWORK_JOB_CPU"  # ... and the CPU seconds it spent before handing off: the job's clock
@@ -532,7 +533,7 @@ def stop(server: "subprocess.Popen", timeout: float = 30.0) -> None:
     import subprocess
 
     address = os.environ.get(SOCKET_ENV)
-    for name in (SOCKET_ENV, PID_ENV, THREADS_ENV):
+    for name in SERVER_VARIABLES:
         os.environ.pop(name, None)
     if server.poll() is None:
         server.terminate()
